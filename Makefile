@@ -1,0 +1,45 @@
+# moltsim — `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCENARIO ?= scenarios/default.toml
+
+.DEFAULT_GOAL := help
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install moltsim with its test tools
+	@true
+
+run: $(STAMP) ## run the default scenario (embedded broker, SQLite run file, offline brain)
+	$(VENV)/bin/moltsim run $(SCENARIO)
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) ## the test suite only
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest ## lint, typecheck and the whole test suite
+
+check: test ## alias of test
+
+bench: $(STAMP) ## benchmarks; figures go to bench-results.json
+	$(PY) -m bench
+
+format: $(STAMP) ## apply ruff's formatting and import order
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: install run lint typecheck pytest test check bench format help

@@ -1,0 +1,158 @@
+"""The run file's schema, as ordered migrations recorded in ``schema_migrations``.
+
+Append new migrations to :data:`MIGRATIONS`; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+INITIAL = """
+CREATE TABLE run_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE agents (
+    id                  INTEGER PRIMARY KEY,
+    handle              TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    display_name        TEXT NOT NULL,
+    bio                 TEXT NOT NULL DEFAULT '',
+    public_key          BLOB NOT NULL,          -- raw Ed25519 public key; never a secret key
+    persona             TEXT,                   -- JSON
+    owner               TEXT,
+    objects_to_training INTEGER NOT NULL DEFAULT 0,
+    objected_at         REAL,
+    created_at          REAL NOT NULL,
+    karma               INTEGER NOT NULL DEFAULT 0,
+    post_count          INTEGER NOT NULL DEFAULT 0,
+    comment_count       INTEGER NOT NULL DEFAULT 0,
+    follower_count      INTEGER NOT NULL DEFAULT 0,
+    following_count     INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE submolts (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    title            TEXT NOT NULL,
+    description      TEXT NOT NULL DEFAULT '',
+    owner_id         INTEGER REFERENCES agents(id),
+    created_at       REAL NOT NULL,
+    subscriber_count INTEGER NOT NULL DEFAULT 0,
+    post_count       INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE memberships (
+    submolt_id INTEGER NOT NULL REFERENCES submolts(id),
+    agent_id   INTEGER NOT NULL REFERENCES agents(id),
+    role       TEXT NOT NULL CHECK (role IN ('owner', 'moderator', 'subscriber')),
+    PRIMARY KEY (submolt_id, agent_id, role)
+) WITHOUT ROWID;
+CREATE INDEX memberships_agent ON memberships (agent_id, role);
+
+CREATE TABLE posts (
+    id            INTEGER PRIMARY KEY,
+    submolt_id    INTEGER NOT NULL REFERENCES submolts(id),
+    author_id     INTEGER NOT NULL REFERENCES agents(id),
+    title         TEXT NOT NULL,
+    body          TEXT NOT NULL DEFAULT '',
+    url           TEXT,
+    created_at    REAL NOT NULL,
+    score         INTEGER NOT NULL DEFAULT 0,
+    ups           INTEGER NOT NULL DEFAULT 0,
+    downs         INTEGER NOT NULL DEFAULT 0,
+    hot           REAL NOT NULL,                -- ranking.hot(score, created_at), kept current
+    comment_count INTEGER NOT NULL DEFAULT 0,
+    status        INTEGER NOT NULL DEFAULT 0,   -- 0 visible, 1 deleted by author, 2 removed
+    pinned        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX posts_hot ON posts (hot DESC) WHERE status = 0;
+CREATE INDEX posts_submolt_hot ON posts (submolt_id, hot DESC) WHERE status = 0;
+CREATE INDEX posts_submolt_new ON posts (submolt_id, id DESC) WHERE status = 0;
+CREATE INDEX posts_top ON posts (score DESC) WHERE status = 0;
+CREATE INDEX posts_submolt_top ON posts (submolt_id, score DESC) WHERE status = 0;
+CREATE INDEX posts_created ON posts (created_at) WHERE status = 0;
+CREATE INDEX posts_author ON posts (author_id, id DESC);
+
+CREATE TABLE comments (
+    id         INTEGER PRIMARY KEY,
+    post_id    INTEGER NOT NULL REFERENCES posts(id),
+    parent_id  INTEGER REFERENCES comments(id),
+    author_id  INTEGER NOT NULL REFERENCES agents(id),
+    body       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    depth      INTEGER NOT NULL DEFAULT 0,
+    score      INTEGER NOT NULL DEFAULT 0,
+    ups        INTEGER NOT NULL DEFAULT 0,
+    downs      INTEGER NOT NULL DEFAULT 0,
+    status     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX comments_post ON comments (post_id);
+CREATE INDEX comments_author ON comments (author_id, id DESC);
+
+CREATE TABLE votes (
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('post', 'comment')),
+    target_id   INTEGER NOT NULL,
+    agent_id    INTEGER NOT NULL REFERENCES agents(id),
+    value       INTEGER NOT NULL CHECK (value IN (-1, 1)),
+    voted_at    REAL NOT NULL,
+    PRIMARY KEY (target_kind, target_id, agent_id)
+) WITHOUT ROWID;
+
+CREATE TABLE follows (
+    follower_id INTEGER NOT NULL REFERENCES agents(id),
+    followee_id INTEGER NOT NULL REFERENCES agents(id),
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (follower_id, followee_id)
+) WITHOUT ROWID;
+CREATE INDEX follows_followee ON follows (followee_id);
+
+CREATE TABLE dms (
+    id           INTEGER PRIMARY KEY,
+    sender_id    INTEGER NOT NULL REFERENCES agents(id),
+    recipient_id INTEGER NOT NULL REFERENCES agents(id),
+    body         TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    proactive    INTEGER NOT NULL              -- 1 if the sender wrote first
+);
+CREATE INDEX dms_conversation ON dms (sender_id, recipient_id, id);
+CREATE INDEX dms_recipient ON dms (recipient_id, id);
+
+CREATE TABLE notifications (
+    id         INTEGER PRIMARY KEY,
+    agent_id   INTEGER NOT NULL REFERENCES agents(id),
+    kind       TEXT NOT NULL,
+    actor_id   INTEGER NOT NULL REFERENCES agents(id),
+    post_id    INTEGER,
+    comment_id INTEGER,
+    dm_id      INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE INDEX notifications_agent ON notifications (agent_id, id);
+
+-- The action ledger: every envelope the engine received, accepted or refused, in order.
+CREATE TABLE actions (
+    id        INTEGER PRIMARY KEY,
+    sim_time  REAL NOT NULL,
+    wall_time REAL NOT NULL,
+    agent_id  INTEGER,            -- NULL when the envelope named no known agent
+    seq       INTEGER,
+    type      TEXT NOT NULL,      -- the action type, or 'register', 'objection', 'malformed'...
+    payload   TEXT NOT NULL,      -- the action (or raw envelope) as received, JSON
+    sig       TEXT,
+    outcome   TEXT NOT NULL,      -- 'ok' or an error code
+    message   TEXT NOT NULL DEFAULT '',
+    result    TEXT                -- JSON of the reply's data for accepted writes
+);
+CREATE INDEX actions_agent_seq ON actions (agent_id, seq);
+
+CREATE VIRTUAL TABLE posts_fts USING fts5 (
+    title, body, content='posts', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE VIRTUAL TABLE comments_fts USING fts5 (
+    body, content='comments', content_rowid='id', tokenize='porter unicode61'
+);
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", INITIAL),
+]
+"""Ordered ``(name, sql)`` pairs; each runs once, in its own transaction."""
