@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
 from moltsim.domain import actions as a
 from moltsim.domain.errors import ErrorCode, Refusal
 from moltsim.domain.results import Outcome
@@ -114,6 +116,10 @@ class Engine:
     def _apply(self, item: Submission) -> Outcome:
         forum = self.forum
         action = item.action
+        if item.now < self.last_sim_time:
+            # The engine's clock never runs backwards: ids follow creation time, which the
+            # ranking queries rely on.
+            item.now = self.last_sim_time
         if item.refusal is not None or action is None:
             refusal = item.refusal or Refusal(ErrorCode.MALFORMED, "no action")
             outcome = Outcome.refused(refusal)
@@ -124,14 +130,13 @@ class Engine:
             except Exception as exc:  # a bug in a rule must not take the engine down
                 outcome = Outcome.refused(Refusal(ErrorCode.INTERNAL, f"engine error: {exc!r}"))
             kind = action.type
-        if item.now > self.last_sim_time:
-            self.last_sim_time = item.now
+        self.last_sim_time = item.now
         payload = item.payload
         if payload is None:
             payload = action.model_dump_json(exclude_defaults=True) if action else "null"
         result = None
         if outcome.ok and outcome.data:
-            result = json.dumps(outcome.data, separators=(",", ":"))
+            result = to_json(outcome.data).decode()
         st = forum.state
         action_id = st.next_action_id
         st.next_action_id += 1

@@ -112,11 +112,24 @@ def feed(
     if sort == "rising":
         return pinned + _rising(conn, where, params, limit, offset, now, rising_window_s)
     if sort == "top" and window != "all":
-        where.append("p.created_at >= ?")
-        params.append(now - WINDOWS[window])
+        # Ids rise with creation time, and the (score, id) index carries the id: filtering on
+        # it finds the window's best posts without reading each candidate's row.
+        where.append("p.id >= ?")
+        params.append(_first_post_since(conn, now - WINDOWS[window]))
     sql = f"{_POST_SELECT} WHERE {' AND '.join(where)} ORDER BY {_ORDER[sort]} LIMIT ? OFFSET ?"
     rows = conn.execute(sql, (*params, max(limit - len(pinned), 0), offset)).fetchall()
     return pinned + [_post(r) for r in rows]
+
+
+def _first_post_since(conn: sqlite3.Connection, since: float) -> int:
+    """The id of the first visible post created at or after ``since`` (past the end if none)."""
+    row = conn.execute(
+        "SELECT id FROM posts WHERE status = 0 AND created_at >= ? ORDER BY created_at LIMIT 1",
+        (since,),
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM posts").fetchone()[0])
 
 
 def _rising(
@@ -173,8 +186,8 @@ def personal_feed(
     extra = ""
     extra_params: list[Any] = []
     if sort == "top" and window != "all":
-        extra = " AND p.created_at >= ?"
-        extra_params.append(now - WINDOWS[window])
+        extra = " AND p.id >= ?"
+        extra_params.append(_first_post_since(conn, now - WINDOWS[window]))
     elif sort == "rising":
         extra = " AND p.created_at >= ?"
         extra_params.append(now - rising_window_s)

@@ -26,6 +26,7 @@ WRITER_PRAGMAS = (
     "PRAGMA busy_timeout = 5000",
     "PRAGMA cache_size = -65536",
     "PRAGMA temp_store = MEMORY",
+    "PRAGMA wal_autocheckpoint = 16384",
 )
 
 

@@ -67,10 +67,11 @@ CREATE TABLE posts (
 CREATE INDEX posts_hot ON posts (hot DESC) WHERE status = 0;
 CREATE INDEX posts_submolt_hot ON posts (submolt_id, hot DESC) WHERE status = 0;
 CREATE INDEX posts_submolt_new ON posts (submolt_id, id DESC) WHERE status = 0;
-CREATE INDEX posts_top ON posts (score DESC) WHERE status = 0;
-CREATE INDEX posts_submolt_top ON posts (submolt_id, score DESC) WHERE status = 0;
+CREATE INDEX posts_top ON posts (score DESC, id DESC) WHERE status = 0;
+CREATE INDEX posts_submolt_top ON posts (submolt_id, score DESC, id DESC) WHERE status = 0;
 CREATE INDEX posts_created ON posts (created_at) WHERE status = 0;
 CREATE INDEX posts_author ON posts (author_id, id DESC);
+CREATE INDEX posts_pinned ON posts (submolt_id) WHERE pinned = 1;
 
 CREATE TABLE comments (
     id         INTEGER PRIMARY KEY,

@@ -1,0 +1,1 @@
+"""moltsim's benchmarks: ``make bench`` (``python -m bench``) writes bench-results.json."""

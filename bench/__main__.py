@@ -1,0 +1,42 @@
+"""``python -m bench [NAME ...] [--quick]``: run moltsim's benchmarks and record their figures.
+
+Figures are merged into ``bench-results.json`` at the repository root. Compare figures as
+ratios within one run: absolute times on shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import time
+
+from bench import engine_mix, feed_reads
+from bench.results import RESULTS, record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", choices=["engine", "feed", []], help="benchmarks to run (default: all)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
+    )
+    args = parser.parse_args(argv)
+    names = args.names or ["engine", "feed"]
+    print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
+    started = time.perf_counter()
+    if "engine" in names:
+        rows, steady = (100_000, 20_000) if args.quick else (1_000_000, 200_000)
+        record(asyncio.run(engine_mix.run(rows_target=rows, steady_actions=steady)))
+    if "feed" in names:
+        sizes = (1_000, 10_000) if args.quick else feed_reads.SIZES
+        record(feed_reads.run(sizes=sizes, seconds=0.5 if args.quick else 2.0))
+    print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

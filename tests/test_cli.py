@@ -1,0 +1,47 @@
+"""The ``moltsim`` command on real run files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moltsim.cli import main
+from moltsim.domain import actions as a
+from moltsim.engine.service import Engine
+
+T0 = 1_800_000_000.0
+
+
+async def test_stats_summarises_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = await Engine.open(tmp_path / "run.db")
+    try:
+        alice = await engine.register_agent("alice", bytes(32), T0)
+        await engine.seed_submolt("general", T0)
+        now = T0 + 3 * 86_400
+        assert (await engine.submit(alice, a.CreatePost(submolt="general", title="hi"), now)).ok
+        refused = await engine.submit(alice, a.CreatePost(submolt="nowhere", title="x"), now)
+        assert refused.code == "not_found"
+    finally:
+        await engine.close()
+    assert main(["stats", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "posts" in out and "not_found" in out
+    assert "2027-01-" in out  # sim time shown as a date
+
+
+def test_stats_on_a_missing_run_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stats", str(tmp_path / "nope.db")]) == 2
+    assert "no run file" in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moltsim.cli", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("moltsim ")
