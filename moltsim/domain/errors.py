@@ -33,7 +33,10 @@ class ErrorCode(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     """The signature does not verify against the agent's registered public key."""
     REPLAY = "replay"
-    """The sequence number is stale or too far ahead."""
+    """The sequence number is stale, too far ahead, or already processed (then the original
+    result is returned)."""
+    NOT_YOUR_AGENT = "not_your_agent"
+    """The envelope's agent is not one the publishing pool (or topic) may act for."""
     INTERNAL = "internal"
     """The engine failed; the action was not applied."""
 

@@ -70,12 +70,23 @@ class Forum:
             return Outcome.refused(Refusal(ErrorCode.UNKNOWN_AGENT, f"no agent #{agent_id}"))
         try:
             if action.type in a.QUERY_TYPES:
+                self._check_query(action)
                 self._admit(agent, [self._read_bucket()], now)
                 return Outcome.success()
             handler = self._writes[action.type]
             return handler(agent, action, now)
         except Refusal as refusal:
             return Outcome.refused(refusal)
+
+    def _check_query(self, action: a.Action) -> None:
+        """Refuse a query whose target does not exist, so the ledger records it as refused."""
+        match action:
+            case a.Thread():
+                self._post_state(action.post_id, visible=False)
+            case a.Feed(submolt=str(name)):
+                self._submolt(name)
+            case a.Profile(agent=str(handle)):
+                self._agent_by_handle(handle)
 
     def register_agent(
         self,
@@ -87,6 +98,7 @@ class Forum:
         bio: str = "",
         persona: dict[str, Any] | None = None,
         owner: str | None = None,
+        pool: str | None = None,
         objects_to_training: bool = False,
     ) -> int:
         """Add an agent (the runner does this for the agent's owner). Returns its id."""
@@ -101,12 +113,13 @@ class Forum:
         st.next_agent_id += 1
         name = display_name or handle
         st.agents[agent_id] = AgentState(
-            agent_id, handle, name, bio, now, objects_to_training=objects_to_training
-        )
+            agent_id, handle, name, bio, now, objects_to_training=objects_to_training,
+            public_key=public_key, pool=pool,
+        )  # fmt: skip
         st.handles[handle.lower()] = agent_id
         persona_json = None if persona is None else json.dumps(persona, sort_keys=True)
         self.changes.agents_new.append(
-            (agent_id, handle, name, bio, public_key, persona_json, owner,
+            (agent_id, handle, name, bio, public_key, persona_json, owner, pool,
              int(objects_to_training), now)
         )  # fmt: skip
         return agent_id

@@ -56,6 +56,8 @@ class Submission:
     refusal: Refusal | None = None
     kind: str | None = None
     """Ledger ``type`` for a refused-before-parsing envelope (defaults to ``malformed``)."""
+    answered: Outcome | None = None
+    """An outcome decided before the engine (a hello, a duplicate): recorded, not applied."""
 
 
 class Engine:
@@ -103,7 +105,12 @@ class Engine:
         pending_queries: list[tuple[int, Submission]] = []
         for item in items:
             outcome = self._apply(item)
-            if outcome.ok and item.action is not None and item.action.type in a.QUERY_TYPES:
+            if (
+                outcome.ok
+                and item.answered is None
+                and item.action is not None
+                and item.action.type in a.QUERY_TYPES
+            ):
                 pending_queries.append((len(outcomes), item))
             outcomes.append(outcome)
         await self._committed()
@@ -120,10 +127,13 @@ class Engine:
             # The engine's clock never runs backwards: ids follow creation time, which the
             # ranking queries rely on.
             item.now = self.last_sim_time
-        if item.refusal is not None or action is None:
+        if item.answered is not None:
+            outcome = item.answered
+            kind = item.kind or (action.type if action else "malformed")
+        elif item.refusal is not None or action is None:
             refusal = item.refusal or Refusal(ErrorCode.MALFORMED, "no action")
             outcome = Outcome.refused(refusal)
-            kind = item.kind or "malformed"
+            kind = item.kind or (action.type if action else "malformed")
         else:
             try:
                 outcome = forum.apply(item.agent_id or 0, action, item.now)
@@ -135,8 +145,10 @@ class Engine:
         if payload is None:
             payload = action.model_dump_json(exclude_defaults=True) if action else "null"
         result = None
-        if outcome.ok and outcome.data:
+        if outcome.ok and outcome.data and kind not in a.QUERY_TYPES:
             result = to_json(outcome.data).decode()
+        elif outcome.retry_after is not None:
+            result = to_json({"retry_after": outcome.retry_after}).decode()
         st = forum.state
         action_id = st.next_action_id
         st.next_action_id += 1

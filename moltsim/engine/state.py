@@ -33,6 +33,9 @@ class AgentState:
     follower_count: int = 0
     following_count: int = 0
     objects_to_training: bool = False
+    public_key: bytes = b""
+    pool: str | None = None
+    """The broker account allowed to act for this agent (``None``: any pool)."""
     rate: dict[str, deque[float]] = field(default_factory=dict)
     """Times of accepted actions per rate-limit bucket, oldest first."""
 

@@ -15,8 +15,8 @@ Statement = tuple[str, list[Row]]
 _MASK = (1 << AGENT_BITS) - 1
 
 INSERT_AGENT = (
-    "INSERT INTO agents (id, handle, display_name, bio, public_key, persona, owner,"
-    " objects_to_training, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO agents (id, handle, display_name, bio, public_key, persona, owner, pool,"
+    " objects_to_training, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_SUBMOLT = (
     "INSERT INTO submolts (id, name, title, description, owner_id, created_at)"

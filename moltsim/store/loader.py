@@ -43,12 +43,13 @@ def _load(conn: sqlite3.Connection, rules: Rules) -> tuple[ForumState, float]:
     st = ForumState()
     for row in conn.execute(
         "SELECT id, handle, display_name, bio, created_at, karma, post_count, comment_count,"
-        " follower_count, following_count, objects_to_training FROM agents"
+        " follower_count, following_count, objects_to_training, public_key, pool FROM agents"
     ):
         agent = AgentState(
             id=row[0], handle=row[1], display_name=row[2], bio=row[3], created_at=row[4],
             karma=row[5], post_count=row[6], comment_count=row[7], follower_count=row[8],
-            following_count=row[9], objects_to_training=bool(row[10]),
+            following_count=row[9], objects_to_training=bool(row[10]), public_key=row[11],
+            pool=row[12],
         )  # fmt: skip
         st.agents[agent.id] = agent
         st.handles[agent.handle.lower()] = agent.id

@@ -99,16 +99,18 @@ def feed(
         where.append("p.submolt_id = ?")
         params.append(row[0])
         if sort in ("hot", "new"):
+            # Pinned posts lead the listing; pages count them like any other post.
             where.append("p.pinned = 0")
-            if offset == 0:
-                pinned = [
-                    _post(r)
-                    for r in conn.execute(
-                        _POST_SELECT + " WHERE p.status = 0 AND p.pinned = 1 AND p.submolt_id = ?"
-                        " ORDER BY p.id",
-                        (row[0],),
-                    )
-                ]
+            all_pinned = [
+                _post(r)
+                for r in conn.execute(
+                    _POST_SELECT + " WHERE p.status = 0 AND p.pinned = 1 AND p.submolt_id = ?"
+                    " ORDER BY p.id",
+                    (row[0],),
+                )
+            ]
+            pinned = all_pinned[offset : offset + limit]
+            offset = max(offset - len(all_pinned), 0)
     if sort == "rising":
         return pinned + _rising(conn, where, params, limit, offset, now, rising_window_s)
     if sort == "top" and window != "all":
@@ -355,7 +357,8 @@ def notifications(
     """What happened to the agent since ``since_id``, oldest first."""
     rows = conn.execute(
         "SELECT n.id, n.kind, a.handle, n.created_at, n.post_id, n.comment_id, n.dm_id,"
-        " c.body, p.title, d.body, r.handle"
+        " CASE WHEN c.status = 0 THEN c.body END, CASE WHEN p.status = 0 THEN p.title END,"
+        " d.body, r.handle"
         " FROM notifications n JOIN agents a ON a.id = n.actor_id"
         " LEFT JOIN comments c ON c.id = n.comment_id"
         " LEFT JOIN posts p ON p.id = n.post_id"

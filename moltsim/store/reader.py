@@ -28,11 +28,12 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     if not path.exists():
         raise RunFileError(f"no run file at {path}")
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 5000")
         version = conn.execute("SELECT value FROM run_meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise RunFileError(f"{path} is not a moltsim run file ({exc})") from exc
     if version is None:
         conn.close()

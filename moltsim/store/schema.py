@@ -19,6 +19,7 @@ CREATE TABLE agents (
     public_key          BLOB NOT NULL,          -- raw Ed25519 public key; never a secret key
     persona             TEXT,                   -- JSON
     owner               TEXT,
+    pool                TEXT,                   -- the broker account that may act for it
     objects_to_training INTEGER NOT NULL DEFAULT 0,
     objected_at         REAL,
     created_at          REAL NOT NULL,

@@ -1,0 +1,33 @@
+"""The engine's sim clock. The engine owns time; agents only read it from ``tick``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RealtimeClock:
+    """Sim time = ``start`` + ``speed`` * wall seconds since the clock started.
+
+    A resumed run passes the last sim time of its ledger as ``start``, so time continues
+    where it stopped instead of jumping over the hours the engine was down.
+    """
+
+    start: float
+    speed: float = 1.0
+    _wall0: float = field(default_factory=time.monotonic)
+    paused_at: float | None = None
+
+    def now(self) -> float:
+        if self.paused_at is not None:
+            return self.paused_at
+        return self.start + self.speed * (time.monotonic() - self._wall0)
+
+    def pause(self) -> None:
+        if self.paused_at is None:
+            self.paused_at = self.now()
+
+    def resume(self) -> None:
+        if self.paused_at is not None:
+            self.start, self._wall0, self.paused_at = self.paused_at, time.monotonic(), None
