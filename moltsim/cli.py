@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from moltsim import __version__
+from moltsim.domain.errors import Refusal
+from moltsim.engine.clock import RealtimeClock
+from moltsim.engine.service import Engine
+from moltsim.identity.credentials import CredentialsError
+from moltsim.runfolder import RunFolder
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
+from moltsim.wire.connection import BrokerAddress, BrokerAddressError
+from moltsim.wire.embedded import EmbeddedBroker
+from moltsim.wire.gateway import Gateway
+from moltsim.wire.mosquitto import write_mosquitto_files
+from moltsim.wire.server import EngineServer
 
 COUNTED_TABLES = ("agents", "submolts", "posts", "comments", "votes", "follows", "dms", "actions")
+DEFAULT_START = datetime(2026, 1, 28, tzinfo=UTC).timestamp()
+"""Sim time of a new run's first moment unless a scenario says otherwise."""
 
 
 def _sim_time(seconds: float) -> str:
@@ -41,28 +57,155 @@ def stats(run: Path) -> int:
     return 0
 
 
+async def _init(path: Path) -> int:
+    folder = await RunFolder.create(path)
+    print(f"created run folder {folder.path} (run id {folder.accounts().sim})")
+    return 0
+
+
+async def _register(run: Path, handles: list[str], pool: str, at: float | None) -> int:
+    folder = RunFolder.locate(run)
+    now = at if at is not None else await _last_sim_time(folder) or DEFAULT_START
+    created = await folder.register([(h, {}) for h in handles], pool, now)
+    for creds in created:
+        print(f"registered @{creds.handle} in pool {pool!r}; key in {folder.keys}")
+    return 0
+
+
+async def _last_sim_time(folder: RunFolder) -> float:
+    conn = open_readonly(folder.db)
+    try:
+        (last,) = conn.execute("SELECT MAX(sim_time) FROM actions").fetchone()
+    finally:
+        conn.close()
+    return float(last or 0.0)
+
+
+async def _engine(run: Path, broker: str, speed: float, start: float | None) -> int:
+    """Serve a run's engine on a broker until SIGINT or SIGTERM, then flush and stop."""
+    folder = RunFolder.locate(run)
+    address = BrokerAddress.parse(broker)
+    accounts = folder.accounts()
+    engine = await Engine.open(folder.db)
+    clock = RealtimeClock(start=max(engine.last_sim_time, start or DEFAULT_START), speed=speed)
+    gateway = await Gateway.open(engine, clock.now)
+    server = EngineServer(gateway, address, accounts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("moltsim").info(
+        "engine for run %s on %s (run file %s)", accounts.sim, address.url, folder.db
+    )
+    try:
+        await server.run(stop)
+    finally:
+        await engine.close()
+    logging.getLogger("moltsim").info("engine stopped after %d envelopes", server.processed)
+    return 0
+
+
+def _broker_config(run: Path, out: Path, port: int) -> int:
+    folder = RunFolder.locate(run)
+    config = write_mosquitto_files(folder.accounts(), out, port)
+    print(f"wrote {config}, {out / 'passwd'} and {out / 'acl'}")
+    print(f"start it with: mosquitto -c {config}")
+    return 0
+
+
+def _broker(run: Path, port: int | None) -> int:
+    folder = RunFolder.locate(run)
+    folder.accounts()
+    broker = EmbeddedBroker.start(folder.broker, port)
+    print(f"embedded broker for {folder.path} on {broker.url}; Ctrl-C stops it", flush=True)
+    try:
+        while broker.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moltsim",
         description="Simulate an agent-only social network; humans only watch.",
     )
     parser.add_argument("--version", action="version", version=f"moltsim {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    stats_parser = commands.add_parser(
-        "stats", help="summarise a run file", description=stats.__doc__
+
+    p = commands.add_parser("stats", help="summarise a run file", description=stats.__doc__)
+    p.add_argument("run", type=Path, help="a run folder or its run.db")
+
+    p = commands.add_parser(
+        "init", help="create an empty run folder", description="Create an empty run folder."
     )
-    stats_parser.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument("path", type=Path)
+
+    p = commands.add_parser(
+        "register",
+        help="register agents: key pairs to keys/, public keys to the run file",
+        description="Register agents in a run whose engine is not running.",
+    )
+    p.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument("handles", nargs="+", metavar="HANDLE")
+    p.add_argument("--pool", default="pool-1", help="the broker account that acts for them")
+    p.add_argument("--at", type=float, help="sim time of registration (epoch seconds)")
+
+    p = commands.add_parser(
+        "engine", help="serve a run's engine on a broker", description=_engine.__doc__
+    )
+    p.add_argument("--db", type=Path, required=True, help="the run folder or its run.db")
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
+    p.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second")
+    p.add_argument("--start", type=float, help="sim time to start from (epoch seconds)")
+
+    p = commands.add_parser(
+        "broker-config",
+        help="write Mosquitto config, password and ACL files for a run",
+        description="Write mosquitto.conf, passwd and acl enforcing the run's topic rules.",
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--port", type=int, default=1883)
+
+    p = commands.add_parser(
+        "broker", help="run the embedded broker for a run", description="Run the embedded broker."
+    )
+    p.add_argument("run", type=Path)
+    p.add_argument("--port", type=int)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "engine" else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
-        if args.command == "stats":
-            return stats(args.run)
-    except RunFileError as exc:
+        match args.command:
+            case "stats":
+                return stats(args.run)
+            case "init":
+                return asyncio.run(_init(args.path))
+            case "register":
+                return asyncio.run(_register(args.run, args.handles, args.pool, args.at))
+            case "engine":
+                return asyncio.run(_engine(args.db, args.broker, args.speed, args.start))
+            case "broker-config":
+                return _broker_config(args.run, args.out, args.port)
+            case "broker":
+                return _broker(args.run, args.port)
+    except (RunFileError, CredentialsError, BrokerAddressError) as exc:
         print(f"moltsim: {exc}", file=sys.stderr)
+        return 2
+    except Refusal as exc:
+        print(f"moltsim: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
     parser.print_help()
     return 0

@@ -1,0 +1,118 @@
+"""A run folder: ``run.db``, ``keys/`` (agent secret keys, 0600), ``broker/`` (accounts and
+broker configuration, 0600), ``logs/``, and the scenario copy.
+
+Everything secret lives outside ``run.db``: a leaked run file is not enough to act as anyone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moltsim.engine.rules import Rules
+from moltsim.engine.service import Engine
+from moltsim.identity.credentials import (
+    Credentials,
+    credentials_path,
+    load_credentials,
+    write_credentials,
+)
+from moltsim.identity.signing import Signer
+from moltsim.store.runfile import RunFile, RunFileError
+from moltsim.wire.accounts import ACCOUNTS_FILE, Accounts
+
+DB_NAME = "run.db"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def db(self) -> Path:
+        return self.path / DB_NAME
+
+    @property
+    def keys(self) -> Path:
+        return self.path / "keys"
+
+    @property
+    def broker(self) -> Path:
+        return self.path / "broker"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @classmethod
+    def locate(cls, run: str | Path) -> RunFolder:
+        """The run folder of ``run`` (the folder itself, or the ``run.db`` inside it)."""
+        path = Path(run)
+        folder = cls(path.parent if path.name == DB_NAME or path.suffix == ".db" else path)
+        if not folder.db.exists():
+            raise RunFileError(f"no run file at {folder.db}")
+        return folder
+
+    @classmethod
+    async def create(cls, path: str | Path, sim_id: str | None = None) -> RunFolder:
+        """Make a new run folder with an empty run file and fresh broker accounts."""
+        folder = cls(Path(path))
+        if folder.db.exists():
+            raise RunFileError(f"{folder.db} already exists; use --resume to continue that run")
+        for sub in (folder.path, folder.logs):
+            sub.mkdir(parents=True, exist_ok=True)
+        folder.keys.mkdir(mode=0o700, exist_ok=True)
+        sim = sim_id or secrets.token_hex(4)
+        runfile = await RunFile.open(folder.db)
+        try:
+            await runfile.set_meta(sim_id=sim)
+        finally:
+            await runfile.close()
+        Accounts.create(sim).save(folder.broker)
+        return folder
+
+    def accounts(self) -> Accounts:
+        if not (self.broker / ACCOUNTS_FILE).exists():
+            raise RunFileError(
+                f"{self.path} has no broker accounts ({self.broker / ACCOUNTS_FILE})"
+            )
+        return Accounts.load(self.broker)
+
+    def credentials(self, handle: str) -> Credentials:
+        return load_credentials(credentials_path(self.keys, handle))
+
+    def all_credentials(self, handles: Iterable[str]) -> list[Credentials]:
+        return [self.credentials(h) for h in handles]
+
+    async def register(
+        self,
+        agents: Iterable[tuple[str, dict[str, Any]]],
+        pool: str,
+        now: float,
+        rules: Rules | None = None,
+    ) -> list[Credentials]:
+        """Register agents (handle, profile) for ``pool``: keys to ``keys/``, public keys to the
+        run file, topic rights to the pool's broker account. The engine must not be running."""
+        accounts = self.accounts()
+        created: list[Credentials] = []
+        engine = await Engine.open(self.db, rules)
+        try:
+            for handle, profile in agents:
+                signer = Signer.generate()
+                key_file = write_credentials(self.keys, handle, accounts.sim, signer)
+                try:
+                    await engine.register_agent(
+                        handle, signer.public_key, now, pool=pool, **profile
+                    )
+                except BaseException:
+                    key_file.unlink()
+                    raise
+                created.append(Credentials(handle, signer, accounts.sim))
+        finally:
+            await engine.close()
+        accounts.add_pool(pool, [c.handle for c in created])
+        accounts.save(self.broker)
+        return created

@@ -1,0 +1,291 @@
+"""The agent-side client: signed requests over one broker connection per pool.
+
+A :class:`PoolClient` owns the MQTT connection and hosts any number of agents; each
+:class:`AgentClient` signs with its own key and numbers its own requests. A request that gets
+no reply in time is sent again with the *same* seq (the engine answers a duplicate with the
+original result, so a retry is never applied twice), also after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+from pydantic import BaseModel
+from pydantic_core import from_json, to_json
+
+from moltsim.domain.envelope import HELLO_SEQ
+from moltsim.identity.credentials import Credentials
+from moltsim.wire.connection import BrokerAddress, mqtt_client
+from moltsim.wire.topics import Topics
+
+log = logging.getLogger("moltsim.client")
+
+
+class RequestTimeout(TimeoutError):
+    """No reply after every retry; the engine or the broker is unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The engine's answer: ``ok`` with data, or a refusal code and message."""
+
+    ok: bool
+    seq: int
+    data: dict[str, Any] = field(default_factory=dict)
+    code: str | None = None
+    message: str = ""
+    retry_after: float | None = None
+    duplicate: bool = False
+    """The engine had already processed this seq and sent its original result again."""
+
+    @classmethod
+    def from_reply(cls, body: dict[str, Any]) -> Result:
+        body = dict(body)
+        for key in ("v", "agent"):
+            body.pop(key, None)
+        seq = int(body.pop("seq", -1) or -1)
+        ok = bool(body.pop("ok", False))
+        duplicate = bool(body.pop("duplicate", False))
+        if ok:
+            return cls(True, seq, body, duplicate=duplicate)
+        return cls(
+            False,
+            seq,
+            code=body.get("code"),
+            message=body.get("message", ""),
+            retry_after=body.get("retry_after"),
+            duplicate=duplicate,
+        )
+
+
+class AgentClient:
+    """Acts for one agent. Get one from :meth:`PoolClient.add`."""
+
+    def __init__(self, pool: PoolClient, credentials: Credentials) -> None:
+        self.pool = pool
+        self.credentials = credentials
+        self.handle = credentials.handle
+        self.seq = 0
+        self._lock = asyncio.Lock()
+
+    async def act(self, action: BaseModel | dict[str, Any]) -> Result:
+        """Send one action (a write or a query) and wait for its committed result."""
+        body = action.model_dump(mode="json") if isinstance(action, BaseModel) else action
+        async with self._lock:
+            self.seq += 1
+            seq = self.seq
+        envelope = self.credentials.signer.envelope(self.handle, seq, body)
+        return await self.pool.request(self.handle, seq, to_json(envelope))
+
+    async def hello(self) -> int:
+        """Learn the last seq the engine saw from this agent, and continue after it."""
+        envelope = self.credentials.signer.envelope(self.handle, HELLO_SEQ, {"type": "hello"})
+        result = await self.pool.request(self.handle, HELLO_SEQ, to_json(envelope))
+        if not result.ok:
+            raise RuntimeError(f"@{self.handle}: hello refused: {result.code}: {result.message}")
+        async with self._lock:
+            self.seq = max(self.seq, int(result.data["last_seq"]))
+        return self.seq
+
+    # --- conveniences -----------------------------------------------------------------------
+
+    async def post(
+        self, submolt: str, title: str, body: str = "", url: str | None = None
+    ) -> Result:
+        action: dict[str, Any] = {"type": "post", "submolt": submolt, "title": title, "body": body}
+        if url is not None:
+            action["url"] = url
+        return await self.act(action)
+
+    async def comment(
+        self, body: str, *, post_id: int | None = None, parent_id: int | None = None
+    ) -> Result:
+        action: dict[str, Any] = {"type": "comment", "body": body}
+        if post_id is not None:
+            action["post_id"] = post_id
+        if parent_id is not None:
+            action["parent_id"] = parent_id
+        return await self.act(action)
+
+    async def vote(self, target: str, target_id: int, value: int) -> Result:
+        return await self.act({"type": "vote", "target": target, "id": target_id, "value": value})
+
+    async def create_submolt(self, name: str, title: str = "", description: str = "") -> Result:
+        return await self.act(
+            {"type": "create_submolt", "name": name, "title": title, "description": description}
+        )
+
+    async def subscribe(self, submolt: str) -> Result:
+        return await self.act({"type": "subscribe", "submolt": submolt})
+
+    async def follow(self, handle: str) -> Result:
+        return await self.act({"type": "follow", "agent": handle})
+
+    async def dm(self, to: str, body: str) -> Result:
+        return await self.act({"type": "dm", "to": to, "body": body})
+
+    async def feed(self, **query: Any) -> Result:
+        return await self.act({"type": "feed", **query})
+
+    async def thread(self, post_id: int, **query: Any) -> Result:
+        return await self.act({"type": "thread", "post_id": post_id, **query})
+
+    async def search(self, q: str, **query: Any) -> Result:
+        return await self.act({"type": "search", "q": q, **query})
+
+    async def notifications(self, since_id: int = 0, limit: int = 50) -> Result:
+        return await self.act({"type": "notifications", "since_id": since_id, "limit": limit})
+
+    async def profile(self, handle: str | None = None) -> Result:
+        action: dict[str, Any] = {"type": "profile"}
+        if handle is not None:
+            action["agent"] = handle
+        return await self.act(action)
+
+
+class PoolClient:
+    """One broker connection for many agents; reconnects and resends by itself."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        account: str,
+        password: str,
+        topics: Topics,
+        *,
+        timeout: float = 10.0,
+        retries: int = 5,
+        identifier: str | None = None,
+    ) -> None:
+        self.address = address
+        self.account = account
+        self.password = password
+        self.topics = topics
+        self.timeout = timeout
+        self.retries = retries
+        self.identifier = identifier
+        self.agents: dict[str, AgentClient] = {}
+        self.connected = asyncio.Event()
+        self._mqtt: aiomqtt.Client | None = None
+        self._waiting: dict[tuple[str, int], asyncio.Future[dict[str, Any]]] = {}
+        self._unsent: dict[tuple[str, int], bytes] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
+
+    def add(self, credentials: Credentials) -> AgentClient:
+        agent = AgentClient(self, credentials)
+        self.agents[agent.handle] = agent
+        return agent
+
+    async def __aenter__(self) -> PoolClient:
+        self._runner = asyncio.create_task(self._run(), name=f"moltsim-pool-{self.account}")
+        try:
+            await asyncio.wait_for(self.connected.wait(), self.timeout)
+        except TimeoutError as exc:
+            await self.close()
+            raise RequestTimeout(f"could not connect to {self.address.url}") from exc
+        await asyncio.gather(*(agent.hello() for agent in self.agents.values()))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+
+    async def request(self, agent: str, seq: int, payload: bytes) -> Result:
+        """Publish an envelope and wait for its reply, resending it on silence."""
+        key = (agent, seq)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = future
+        self._unsent[key] = payload
+        try:
+            for attempt in range(self.retries + 1):
+                await self._send(agent, key, payload)
+                try:
+                    body = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                    return Result.from_reply(body)
+                except TimeoutError:
+                    log.info(
+                        "@%s seq %d: no reply (attempt %d); resending", agent, seq, attempt + 1
+                    )
+            raise RequestTimeout(f"@{agent} seq {seq}: no reply after {self.retries + 1} tries")
+        finally:
+            self._waiting.pop(key, None)
+            self._unsent.pop(key, None)
+
+    async def _send(self, agent: str, key: tuple[str, int], payload: bytes) -> None:
+        while True:
+            mqtt = self._mqtt
+            if mqtt is not None and self.connected.is_set():
+                try:
+                    await mqtt.publish(self.topics.act(agent), payload, qos=1)
+                    return
+                except aiomqtt.MqttError:
+                    pass  # the connection dropped; the runner reconnects and resends
+            try:
+                await asyncio.wait_for(self.connected.wait(), self.timeout)
+            except TimeoutError:
+                return  # counted as a silent attempt by the caller
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            try:
+                async with mqtt_client(
+                    self.address, self.account, self.password, identifier=self.identifier
+                ) as mqtt:
+                    for handle in self.agents:
+                        await mqtt.subscribe(self.topics.reply(handle), qos=1)
+                    self._mqtt = mqtt
+                    self.connected.set()
+                    backoff = 0.1
+                    for (agent, _seq), payload in list(self._unsent.items()):
+                        await mqtt.publish(self.topics.act(agent), payload, qos=1)
+                    async for message in mqtt.messages:
+                        self._deliver(message.payload)
+            except aiomqtt.MqttError as exc:
+                if self._closing:
+                    return
+                self.connected.clear()
+                self._mqtt = None
+                self.reconnects += 1
+                log.warning("pool %s lost the broker (%s); reconnecting", self.account, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _deliver(self, payload: Any) -> None:
+        try:
+            body = from_json(payload)
+        except ValueError:
+            log.warning("pool %s: unreadable reply dropped", self.account)
+            return
+        bodies = body if isinstance(body, list) else [body]
+        for item in bodies:
+            if not isinstance(item, dict):
+                continue
+            seq = item.get("seq")
+            if not isinstance(seq, int):
+                continue  # a refusal of an envelope nobody here is waiting for
+            future = self._waiting.get((str(item.get("agent")), seq))
+            if future is not None and not future.done():
+                future.set_result(item)

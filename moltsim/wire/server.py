@@ -1,0 +1,179 @@
+"""The engine server: envelopes in from ``act/+`` and ``act-batch/+``, replies out after commit.
+
+Messages are taken from the broker in groups (whatever arrived since the last group), checked
+and applied in arrival order, committed together, then answered. Two groups may be in flight:
+while one commits, the next is checked and applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+import aiomqtt
+from pydantic_core import to_json
+
+from moltsim.wire.accounts import ENGINE, Accounts
+from moltsim.wire.connection import BrokerAddress, mqtt_client
+from moltsim.wire.gateway import Gateway, Inbound
+
+log = logging.getLogger("moltsim.engine")
+
+MAX_GROUP = 4_000
+"""Most envelopes taken into one group."""
+IN_FLIGHT = 2
+
+
+class EngineServer:
+    def __init__(
+        self,
+        gateway: Gateway,
+        address: BrokerAddress,
+        accounts: Accounts,
+        *,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.gateway = gateway
+        self.address = address
+        self.accounts = accounts
+        self.topics = accounts.topics
+        self.tick_interval = tick_interval
+        self.state = "running"
+        self.processed = 0
+        self._inbox: list[Inbound] = []
+        self._arrived = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, reconnecting to the broker as needed; then drain."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                async with mqtt_client(
+                    self.address,
+                    ENGINE,
+                    self.accounts.passwords[ENGINE],
+                    identifier=f"moltsim-{self.topics.sim}-engine",
+                    clean_session=False,  # messages wait for the engine across its restarts
+                ) as mqtt:
+                    backoff = 0.2
+                    await mqtt.subscribe(self.topics.act_any, qos=1)
+                    await mqtt.subscribe(self.topics.act_batch_any, qos=1)
+                    self.connected.set()
+                    log.info("engine connected to %s", self.address.url)
+                    await self._serve(mqtt, stop)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                log.warning("broker connection lost (%s); retrying in %.1f s", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.connected.clear()
+
+    async def _serve(self, mqtt: aiomqtt.Client, stop: asyncio.Event) -> None:
+        reader = asyncio.create_task(self._read(mqtt))
+        ticker = asyncio.create_task(self._tick(mqtt))
+        in_flight: set[asyncio.Task[None]] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                arrived = asyncio.create_task(self._arrived.wait())
+                await asyncio.wait({arrived, stopping, reader}, return_when=asyncio.FIRST_COMPLETED)
+                arrived.cancel()
+                if reader.done() and not self._inbox:
+                    reader.result()  # the connection failed: raise it
+                if stop.is_set():
+                    break
+                await self._dispatch(mqtt, in_flight)
+        finally:
+            reader.cancel()
+            ticker.cancel()
+            stopping.cancel()
+            # Messages already taken from the broker were acknowledged to it: finish them.
+            while self._inbox:
+                await self._dispatch(mqtt, in_flight)
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self.state = "stopped"
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._publish_tick(mqtt)
+
+    async def _dispatch(self, mqtt: aiomqtt.Client, in_flight: set[asyncio.Task[None]]) -> None:
+        self._arrived.clear()
+        if not self._inbox:
+            return
+        group, self._inbox = self._inbox[:MAX_GROUP], self._inbox[MAX_GROUP:]
+        if self._inbox:
+            self._arrived.set()
+        while len(in_flight) >= IN_FLIGHT:
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                in_flight.discard(task)
+                task.result()
+        task = asyncio.create_task(self._process(mqtt, group))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+
+    async def _read(self, mqtt: aiomqtt.Client) -> None:
+        act_prefix = f"{self.topics.base}/act/"
+        batch_prefix = f"{self.topics.base}/act-batch/"
+        async for message in mqtt.messages:
+            topic = message.topic.value
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            if topic.startswith(act_prefix):
+                self._inbox.append(Inbound(raw, topic_agent=topic[len(act_prefix) :]))
+            elif topic.startswith(batch_prefix):
+                self._inbox.extend(self._unbatch(raw, topic[len(batch_prefix) :]))
+            self._arrived.set()
+
+    @staticmethod
+    def _unbatch(raw: bytes, pool: str) -> list[Inbound]:
+        """A pool batch is a JSON array of envelopes; each is checked on its own."""
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            return [Inbound(raw, pool=pool)]
+        if not isinstance(items, list):
+            return [Inbound(raw, pool=pool)]
+        return [Inbound(to_json(item), pool=pool) for item in items]
+
+    async def _process(self, mqtt: aiomqtt.Client, group: list[Inbound]) -> None:
+        replies = await self.gateway.handle(group)
+        self.processed += len(group)
+        batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        sends = []
+        events = []
+        for inbound, reply in zip(group, replies, strict=True):
+            if reply.event is not None:
+                events.append(reply.event)
+            if inbound.pool is not None:
+                batches[inbound.pool].append(reply.body)
+            elif reply.agent is not None and inbound.topic_agent == reply.agent:
+                sends.append(mqtt.publish(self.topics.reply(reply.agent), reply.payload(), qos=1))
+            elif inbound.topic_agent is not None:
+                # A refused envelope on someone's topic: tell that topic's agent, nobody else.
+                sends.append(
+                    mqtt.publish(self.topics.reply(inbound.topic_agent), reply.payload(), qos=1)
+                )
+        for pool, bodies in batches.items():
+            sends.append(mqtt.publish(self.topics.reply_batch(pool), to_json(bodies), qos=1))
+        if events:
+            sends.append(mqtt.publish(self.topics.events, to_json(events), qos=0))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("a reply could not be published: %s", result)
+
+    async def _tick(self, mqtt: aiomqtt.Client) -> None:
+        while True:
+            await self._publish_tick(mqtt)
+            await asyncio.sleep(self.tick_interval)
+
+    async def _publish_tick(self, mqtt: aiomqtt.Client) -> None:
+        payload = {"sim_time": self.gateway.now(), "state": self.state}
+        await mqtt.publish(self.topics.tick, to_json(payload), qos=0)
