@@ -57,7 +57,9 @@ class RunFolder:
         return folder
 
     @classmethod
-    async def create(cls, path: str | Path, sim_id: str | None = None) -> RunFolder:
+    async def create(
+        cls, path: str | Path, sim_id: str | None = None, rules: Rules | None = None
+    ) -> RunFolder:
         """Make a new run folder with an empty run file and fresh broker accounts."""
         folder = cls(Path(path))
         if folder.db.exists():
@@ -68,7 +70,7 @@ class RunFolder:
         sim = sim_id or secrets.token_hex(4)
         runfile = await RunFile.open(folder.db)
         try:
-            await runfile.set_meta(sim_id=sim)
+            await runfile.set_meta(sim_id=sim, rules=(rules or Rules()).model_dump_json())
         finally:
             await runfile.close()
         Accounts.create(sim).save(folder.broker)

@@ -29,7 +29,7 @@ from moltsim.engine.forum import Forum
 from moltsim.engine.rules import Rules
 from moltsim.store import queries
 from moltsim.store.batch import build_batch
-from moltsim.store.loader import load_state
+from moltsim.store.loader import load_rules, load_state
 from moltsim.store.reader import ReadPool
 from moltsim.store.runfile import RunFile
 
@@ -79,10 +79,13 @@ class Engine:
     async def open(
         cls, path: str | Path, rules: Rules | None = None, *, readers: int = 2
     ) -> Engine:
-        """Open or create the run file at ``path`` and load its state."""
-        rules = rules or Rules()
+        """Open or create the run file at ``path`` and load its state.
+
+        Without ``rules``, the rules saved in the run file apply (or the defaults)."""
         runfile = await RunFile.open(path)
         try:
+            if rules is None:
+                rules = await asyncio.to_thread(load_rules, path) or Rules()
             state, last = await asyncio.to_thread(load_state, path, rules)
         except BaseException:
             await runfile.close()

@@ -35,6 +35,16 @@ def load_state(path: str | Path, rules: Rules) -> tuple[ForumState, float]:
         conn.close()
 
 
+def load_rules(path: str | Path) -> Rules | None:
+    """The rules saved with the run (``run_meta.rules``), if any."""
+    conn = open_readonly(path)
+    try:
+        row = conn.execute("SELECT value FROM run_meta WHERE key = 'rules'").fetchone()
+    finally:
+        conn.close()
+    return None if row is None else Rules.model_validate_json(row[0])
+
+
 def _next_id(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
 

@@ -162,7 +162,11 @@ class PoolClient:
         timeout: float = 10.0,
         retries: int = 5,
         identifier: str | None = None,
+        batch: bool = False,
     ) -> None:
+        """With ``batch``, envelopes that are ready together go out as one message on the
+        pool's ``act-batch`` topic, and replies come back batched too: far fewer MQTT messages
+        when a pool hosts many busy agents."""
         self.address = address
         self.account = account
         self.password = password
@@ -178,6 +182,9 @@ class PoolClient:
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
+        self.batch = batch
+        self._outbox: list[bytes] = []
+        self._outbox_ready = asyncio.Event()
 
     def add(self, credentials: Credentials) -> AgentClient:
         agent = AgentClient(self, credentials)
@@ -234,6 +241,10 @@ class PoolClient:
             self._unsent.pop(key, None)
 
     async def _send(self, agent: str, key: tuple[str, int], payload: bytes) -> None:
+        if self.batch:
+            self._outbox.append(payload)
+            self._outbox_ready.set()
+            return
         while True:
             mqtt = self._mqtt
             if mqtt is not None and self.connected.is_set():
@@ -256,13 +267,24 @@ class PoolClient:
                 ) as mqtt:
                     for handle in self.agents:
                         await mqtt.subscribe(self.topics.reply(handle), qos=1)
+                    if self.batch:
+                        await mqtt.subscribe(self.topics.reply_batch(self.account), qos=1)
                     self._mqtt = mqtt
                     self.connected.set()
                     backoff = 0.1
-                    for (agent, _seq), payload in list(self._unsent.items()):
-                        await mqtt.publish(self.topics.act(agent), payload, qos=1)
-                    async for message in mqtt.messages:
-                        self._deliver(message.payload)
+                    flusher = asyncio.create_task(self._flush_batches(mqtt)) if self.batch else None
+                    try:
+                        if self.batch:
+                            self._outbox[:0] = list(self._unsent.values())
+                            self._outbox_ready.set()
+                        else:
+                            for (agent, _seq), payload in list(self._unsent.items()):
+                                await mqtt.publish(self.topics.act(agent), payload, qos=1)
+                        async for message in mqtt.messages:
+                            self._deliver(message.payload)
+                    finally:
+                        if flusher is not None:
+                            flusher.cancel()
             except aiomqtt.MqttError as exc:
                 if self._closing:
                     return
@@ -272,6 +294,20 @@ class PoolClient:
                 log.warning("pool %s lost the broker (%s); reconnecting", self.account, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _flush_batches(self, mqtt: aiomqtt.Client, most: int = 500) -> None:
+        """Publish whatever envelopes are waiting as one ``act-batch`` message at a time."""
+        topic = self.topics.act_batch(self.account)
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                group, self._outbox = self._outbox[:most], self._outbox[most:]
+                try:
+                    await mqtt.publish(topic, b"[" + b",".join(group) + b"]", qos=1)
+                except aiomqtt.MqttError:
+                    self._outbox[:0] = group
+                    return
 
     def _deliver(self, payload: Any) -> None:
         try:

@@ -54,6 +54,8 @@ class Inbound:
     """The agent named by the topic (``act/{agent}``), or ``None`` for a pool batch."""
     pool: str | None = None
     """The pool named by the topic (``act-batch/{pool}``), or ``None`` for ``act/{agent}``."""
+    parsed: Any = None
+    """The envelope already parsed from JSON (taken from a batch), if it was."""
 
 
 @dataclass(slots=True)
@@ -179,7 +181,7 @@ class Gateway:
             None,
             now,
             seq=known.get("seq"),
-            payload=_printable(item.raw),
+            payload=_printable(item.raw or to_json(item.parsed)),
             sig=known.get("sig"),
             refusal=Refusal(code, message),
             kind=known.get("kind"),
@@ -193,7 +195,10 @@ class Gateway:
                 f"{len(item.raw)} bytes; envelopes are limited to {MAX_ENVELOPE_BYTES}",
             )  # fmt: skip
         try:
-            envelope = Envelope.model_validate_json(item.raw)
+            if item.parsed is not None:
+                envelope = Envelope.model_validate(item.parsed)
+            else:
+                envelope = Envelope.model_validate_json(item.raw)
         except ValidationError as exc:
             return self._refuse(item, now, ErrorCode.MALFORMED, _first_error(exc))
         handle, seq, sig = envelope.agent, envelope.seq, envelope.sig

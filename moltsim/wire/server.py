@@ -26,6 +26,8 @@ log = logging.getLogger("moltsim.engine")
 MAX_GROUP = 4_000
 """Most envelopes taken into one group."""
 IN_FLIGHT = 2
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""A pool batch larger than this is refused whole (``too_large``)."""
 
 
 class EngineServer:
@@ -134,13 +136,15 @@ class EngineServer:
     @staticmethod
     def _unbatch(raw: bytes, pool: str) -> list[Inbound]:
         """A pool batch is a JSON array of envelopes; each is checked on its own."""
+        if len(raw) > MAX_BATCH_BYTES:
+            return [Inbound(raw, pool=pool)]  # refused whole as too large
         try:
             items = json.loads(raw)
         except ValueError:
             return [Inbound(raw, pool=pool)]
         if not isinstance(items, list):
             return [Inbound(raw, pool=pool)]
-        return [Inbound(to_json(item), pool=pool) for item in items]
+        return [Inbound(b"", pool=pool, parsed=item) for item in items]
 
     async def _process(self, mqtt: aiomqtt.Client, group: list[Inbound]) -> None:
         replies = await self.gateway.handle(group)
