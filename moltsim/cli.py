@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from moltsim import __version__
+from moltsim.agent.persona import Persona, load_persona
+from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
+from moltsim.agent.skill import SkillError
 from moltsim.domain.errors import Refusal
 from moltsim.engine.clock import RealtimeClock
 from moltsim.engine.service import Engine
@@ -20,6 +23,7 @@ from moltsim.identity.credentials import CredentialsError
 from moltsim.runfolder import RunFolder
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
+from moltsim.tomlfile import ConfigError
 from moltsim.wire.connection import BrokerAddress, BrokerAddressError
 from moltsim.wire.embedded import EmbeddedBroker
 from moltsim.wire.gateway import Gateway
@@ -63,12 +67,55 @@ async def _init(path: Path) -> int:
     return 0
 
 
-async def _register(run: Path, handles: list[str], pool: str, at: float | None) -> int:
+async def _register(
+    run: Path,
+    handles: list[str],
+    pool: str,
+    at: float | None,
+    personas: list[Path],
+    count: int,
+    seed: int,
+) -> int:
+    """Register agents by handle, or ``count`` copies of each persona file, for ``pool``."""
     folder = RunFolder.locate(run)
     now = at if at is not None else await _last_sim_time(folder) or DEFAULT_START
-    created = await folder.register([(h, {}) for h in handles], pool, now)
+    agents: list[tuple[str, dict[str, object]]] = [(h, {}) for h in handles]
+    specs: list[AgentSpec] = []
+    for path in personas:
+        persona = load_persona(path)
+        for copy in range(1, count + 1):
+            handle = persona.handle if copy == 1 else f"{persona.handle}_{copy}"
+            agents.append((handle, persona_profile(persona)))
+            specs.append(AgentSpec(handle=handle, persona=persona, seed=seed))
+    created = await folder.register(agents, pool, now)
+    if specs:
+        manifest = PoolManifest.load(folder, pool)
+        manifest.agents.extend(specs)
+        manifest.save(folder)
     for creds in created:
         print(f"registered @{creds.handle} in pool {pool!r}; key in {folder.keys}")
+    return 0
+
+
+def persona_profile(persona: Persona) -> dict[str, object]:
+    """What the run file keeps of a persona (public: it is shown in profiles)."""
+    return {
+        "display_name": persona.name,
+        "bio": persona.bio,
+        "persona": persona.model_dump(mode="json"),
+        "objects_to_training": persona.objects_to_training,
+    }
+
+
+async def _pool(run: Path, pool: str, broker: str, only: set[str] | None, concurrency: int) -> int:
+    """Host a pool's agents until SIGINT/SIGTERM or the end of the run."""
+    folder = RunFolder.locate(run)
+    address = BrokerAddress.parse(broker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_pool(folder, pool, address, stop, only=only, concurrency=concurrency)
     return 0
 
 
@@ -89,7 +136,7 @@ async def _engine(run: Path, broker: str, speed: float, start: float | None) -> 
     engine = await Engine.open(folder.db)
     clock = RealtimeClock(start=max(engine.last_sim_time, start or DEFAULT_START), speed=speed)
     gateway = await Gateway.open(engine, clock.now)
-    server = EngineServer(gateway, address, accounts)
+    server = EngineServer(gateway, address, accounts, speed=speed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,9 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register agents in a run whose engine is not running.",
     )
     p.add_argument("run", type=Path, help="a run folder or its run.db")
-    p.add_argument("handles", nargs="+", metavar="HANDLE")
+    p.add_argument("handles", nargs="*", metavar="HANDLE")
     p.add_argument("--pool", default="pool-1", help="the broker account that acts for them")
     p.add_argument("--at", type=float, help="sim time of registration (epoch seconds)")
+    p.add_argument(
+        "--persona", type=Path, action="append", default=[], help="a persona file (repeatable)"
+    )
+    p.add_argument("--count", type=int, default=1, help="agents per persona file")
+    p.add_argument("--seed", type=int, default=0, help="seed of their offline brains")
+
+    p = commands.add_parser("pool", help="host a pool of agents", description=_pool.__doc__)
+    p.add_argument("--db", type=Path, required=True, help="the run folder or its run.db")
+    p.add_argument("--pool", required=True, help="the pool to host")
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
+    p.add_argument("--concurrency", type=int, default=64, help="heartbeats at once")
+
+    p = commands.add_parser(
+        "agent", help="run a single agent", description="Run one agent of a pool on its own."
+    )
+    p.add_argument("--db", type=Path, required=True, help="the run folder or its run.db")
+    p.add_argument("--pool", required=True, help="the agent's pool")
+    p.add_argument("--handle", required=True)
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
 
     p = commands.add_parser(
         "engine", help="serve a run's engine on a broker", description=_engine.__doc__
@@ -194,14 +260,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "init":
                 return asyncio.run(_init(args.path))
             case "register":
-                return asyncio.run(_register(args.run, args.handles, args.pool, args.at))
+                if not args.handles and not args.persona:
+                    parser.error("register needs handles or --persona files")
+                return asyncio.run(
+                    _register(args.run, args.handles, args.pool, args.at, args.persona,
+                              args.count, args.seed)
+                )  # fmt: skip
+            case "pool":
+                return asyncio.run(_pool(args.db, args.pool, args.broker, None, args.concurrency))
+            case "agent":
+                return asyncio.run(_pool(args.db, args.pool, args.broker, {args.handle}, 1))
             case "engine":
                 return asyncio.run(_engine(args.db, args.broker, args.speed, args.start))
             case "broker-config":
                 return _broker_config(args.run, args.out, args.port)
             case "broker":
                 return _broker(args.run, args.port)
-    except (RunFileError, CredentialsError, BrokerAddressError) as exc:
+    except (RunFileError, CredentialsError, BrokerAddressError, ConfigError, SkillError) as exc:
         print(f"moltsim: {exc}", file=sys.stderr)
         return 2
     except Refusal as exc:

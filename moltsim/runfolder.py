@@ -6,12 +6,15 @@ Everything secret lives outside ``run.db``: a leaked run file is not enough to a
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moltsim.domain.actions import HANDLE_PATTERN
+from moltsim.domain.errors import ErrorCode, Refusal
 from moltsim.engine.rules import Rules
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import (
@@ -99,9 +102,11 @@ class RunFolder:
         """Register agents (handle, profile) for ``pool``: keys to ``keys/``, public keys to the
         run file, topic rights to the pool's broker account. The engine must not be running."""
         accounts = self.accounts()
+        agents = list(agents)
         created: list[Credentials] = []
         engine = await Engine.open(self.db, rules)
         try:
+            self._check_new(engine, [handle for handle, _ in agents])
             for handle, profile in agents:
                 signer = Signer.generate()
                 key_file = write_credentials(self.keys, handle, accounts.sim, signer)
@@ -115,6 +120,24 @@ class RunFolder:
                 created.append(Credentials(handle, signer, accounts.sim))
         finally:
             await engine.close()
-        accounts.add_pool(pool, [c.handle for c in created])
-        accounts.save(self.broker)
+            # Whatever was registered gets its broker rights, even if a later agent failed.
+            if created:
+                accounts.add_pool(pool, [c.handle for c in created])
+                accounts.save(self.broker)
         return created
+
+    def _check_new(self, engine: Engine, handles: list[str]) -> None:
+        """Refuse the whole registration up front if any handle cannot be registered."""
+        seen: set[str] = set()
+        for handle in handles:
+            if not re.fullmatch(HANDLE_PATTERN, handle):
+                raise Refusal(ErrorCode.INVALID, f"handle {handle!r} must match {HANDLE_PATTERN}")
+            key = handle.lower()
+            if key in seen or key in engine.forum.state.handles:
+                raise Refusal(ErrorCode.DUPLICATE, f"handle {handle!r} is taken")
+            if credentials_path(self.keys, handle).exists():
+                raise Refusal(
+                    ErrorCode.DUPLICATE,
+                    f"a key file for {handle!r} already exists in {self.keys}",
+                )
+            seen.add(key)

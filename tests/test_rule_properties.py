@@ -6,10 +6,12 @@ a refused action must leave the state and the pending changes exactly as they we
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter, deque
+from dataclasses import fields, is_dataclass
+from functools import cache
 from itertools import pairwise
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ from moltsim.domain.entities import Status
 from moltsim.engine.forum import Forum
 from moltsim.engine.ranking import HOT_EPOCH, HOT_TIME_SCALE, hot
 from moltsim.engine.rules import DAY, HOUR, MINUTE, ProactiveContact, RateLimits, Rules
-from moltsim.engine.state import AGENT_BITS, Changes, ForumState
+from moltsim.engine.state import AGENT_BITS, AgentState
 
 T0 = 1_800_000_000.0
 START = T0 + 3 * DAY
@@ -106,8 +108,10 @@ PRELUDE: tuple[tuple[int, a.Action], ...] = (
     (3, a.CreateComment(parent_id=1, body="c2")),
     (1, a.CreateComment(post_id=2, body="c3")),
     (2, a.CreateComment(post_id=3, body="c4")),
+    (3, a.PinPost(submolt="ideas", post_id=1)),
 )
-"""Ann owns m/ideas (Cat moderates it), Ben owns m/misc; posts 1-4 and comments 1-4 exist."""
+"""Ann owns m/ideas (Cat moderates it, post 1 is pinned), Ben owns m/misc; posts 1-4 and
+comments 1-4 exist."""
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -137,17 +141,38 @@ def _windows(forum: Forum, created_at: float, now: float) -> dict[str, float]:
     }
 
 
-def snapshot(forum: Forum, now: float) -> tuple[ForumState, Changes]:
-    """Deep copy of state and pending changes; rate-limit times expired at ``now`` are dropped,
-    since checking a limit may prune them without changing anything that matters."""
-    state = copy.deepcopy(forum.state)
-    for agent in state.agents.values():
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # an agent's rate-limit times are compared separately, see snapshot()
+    return tuple(f.name for f in fields(cls) if not (cls is AgentState and f.name == "rate"))
+
+
+def _freeze(value: Any) -> Any:
+    """A deep, comparable copy: dataclasses to tuples, lists and deques to tuples, sets to
+    frozensets (much faster than ``copy.deepcopy``, which matters when hypothesis shrinks)."""
+    if isinstance(value, dict):
+        return {k: _freeze(v) for k, v in value.items()}
+    if isinstance(value, list | deque):
+        return tuple(value)  # the engine's lists and deques hold ids, times or row tuples
+    if isinstance(value, set):
+        return frozenset(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        return (cls.__name__, *(_freeze(getattr(value, n)) for n in _field_names(cls)))
+    return value
+
+
+def snapshot(forum: Forum, now: float) -> tuple[Any, Any, Any]:
+    """State, rate-limit times and pending changes, frozen. Rate-limit times expired at ``now``
+    are dropped, since checking a limit may prune them without changing anything that matters."""
+    rates = {}
+    for agent in forum.state.agents.values():
         windows = _windows(forum, agent.created_at, now)
-        agent.rate = {
-            name: deque(t for t in times if t > now - windows[name])
+        rates[agent.id] = {
+            name: tuple(t for t in times if t > now - windows[name])
             for name, times in agent.rate.items()
         }
-    return state, copy.deepcopy(forum.changes)
+    return _freeze(forum.state), rates, _freeze(forum.changes)
 
 
 def formula(score: int, created_at: float) -> float:

@@ -157,7 +157,7 @@ class Forum:
             buckets += [("comment", 1, rl.comment_interval_s), ("comment_day", per_day, DAY)]
         elif kind == "create_submolt":
             buckets.append(("submolt", 1, rl.submolt_interval_s))
-        elif kind == "dm" and new and not rl.new_agent_may_dm:
+        elif kind == "dm" and new and rl.enabled and not rl.new_agent_may_dm:
             wait = agent.created_at + rl.new_agent_age_s - now
             raise Refusal(
                 ErrorCode.RATE_LIMITED, "agents younger than a sim-day may not send DMs", wait
@@ -167,24 +167,28 @@ class Forum:
     def _check(self, agent: AgentState, buckets: list[Bucket], now: float) -> None:
         if not self.rules.rate_limits.enabled:
             return
+        refused: list[tuple[float | None, str]] = []
         for name, limit, window in buckets:
             if window <= 0:
                 continue
             times = agent.rate.get(name)
             if times is None:
                 if limit <= 0:
-                    raise Refusal(ErrorCode.RATE_LIMITED, f"{name} is not allowed", None)
+                    refused.append((None, f"{name} is not allowed"))
                 continue
             horizon = now - window
             while times and times[0] <= horizon:
                 times.popleft()
             if len(times) >= limit:
                 retry = (times[-limit] + window - now) if limit > 0 else None
-                raise Refusal(
-                    ErrorCode.RATE_LIMITED,
-                    f"{name} limit is {limit} per {_duration(window)}",
-                    retry,
-                )
+                refused.append((retry, f"{name} limit is {limit} per {_duration(window)}"))
+        if refused:
+            # Wait for the slowest limit in the way: retrying earlier is refused again.
+            never = [message for retry, message in refused if retry is None]
+            if never:
+                raise Refusal(ErrorCode.RATE_LIMITED, never[0], None)
+            retry, message = max(refused, key=lambda r: r[0] or 0.0)
+            raise Refusal(ErrorCode.RATE_LIMITED, message, retry)
 
     def _record(self, agent: AgentState, buckets: list[Bucket], now: float) -> None:
         if not self.rules.rate_limits.enabled:
@@ -264,11 +268,15 @@ class Forum:
             times = self.state.contacts[key] = deque(maxlen=policy.min_contacts)
         times.append(now)
 
-    def _mention(self, author_id: int, text: str, now: float, **where: int) -> list[int]:
+    def _mention(
+        self, author_id: int, text: str, now: float, skip: int | None = None, **where: int
+    ) -> list[int]:
+        """Notify (and count as contacted) each agent ``text`` mentions, except ``skip``, who
+        already heard of it as a reply."""
         mentioned: list[int] = []
         for handle in a.mentions(text):
             target = self.state.handles.get(handle)
-            if target is None or target == author_id:
+            if target is None or target in (author_id, skip):
                 continue
             mentioned.append(target)
             self._notify(target, NotificationKind.MENTION, author_id, now, **where)
@@ -330,7 +338,9 @@ class Forum:
                 post_id=post.id, comment_id=comment_id,
             )  # fmt: skip
             self._note_contact(agent.id, replied_to, now)
-        self._mention(agent.id, action.body, now, post_id=post.id, comment_id=comment_id)
+        self._mention(
+            agent.id, action.body, now, skip=replied_to, post_id=post.id, comment_id=comment_id
+        )
         return Outcome.success(comment_id=comment_id, post_id=post.id)
 
     def _vote(self, agent: AgentState, action: a.Vote, now: float) -> Outcome:

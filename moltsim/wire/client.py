@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -183,6 +184,12 @@ class PoolClient:
         self._closing = False
         self.reconnects = 0
         self.batch = batch
+        self.sim_time: float | None = None
+        """Sim time of the latest ``tick``; see :meth:`sim_now`."""
+        self.speed = 1.0
+        self.run_state = "unknown"
+        self.tick_received = asyncio.Event()
+        self._tick_at = 0.0
         self._outbox: list[bytes] = []
         self._outbox_ready = asyncio.Event()
 
@@ -269,6 +276,7 @@ class PoolClient:
                         await mqtt.subscribe(self.topics.reply(handle), qos=1)
                     if self.batch:
                         await mqtt.subscribe(self.topics.reply_batch(self.account), qos=1)
+                    await mqtt.subscribe(self.topics.tick, qos=0)
                     self._mqtt = mqtt
                     self.connected.set()
                     backoff = 0.1
@@ -281,7 +289,10 @@ class PoolClient:
                             for (agent, _seq), payload in list(self._unsent.items()):
                                 await mqtt.publish(self.topics.act(agent), payload, qos=1)
                         async for message in mqtt.messages:
-                            self._deliver(message.payload)
+                            if message.topic.value == self.topics.tick:
+                                self._tick(message.payload)
+                            else:
+                                self._deliver(message.payload)
                     finally:
                         if flusher is not None:
                             flusher.cancel()
@@ -308,6 +319,25 @@ class PoolClient:
                 except aiomqtt.MqttError:
                     self._outbox[:0] = group
                     return
+
+    def sim_now(self) -> float | None:
+        """The engine's sim time now, from the latest tick and the clock's speed."""
+        if self.sim_time is None:
+            return None
+        if self.run_state != "running":
+            return self.sim_time
+        return self.sim_time + self.speed * (time.monotonic() - self._tick_at)
+
+    def _tick(self, payload: Any) -> None:
+        try:
+            tick = from_json(payload)
+            self.sim_time = float(tick["sim_time"])
+            self.speed = float(tick.get("speed", 1.0))
+            self.run_state = str(tick.get("state", "running"))
+        except (ValueError, KeyError, TypeError):
+            return
+        self._tick_at = time.monotonic()
+        self.tick_received.set()
 
     def _deliver(self, payload: Any) -> None:
         try:

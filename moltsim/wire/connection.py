@@ -29,14 +29,21 @@ class BrokerAddress:
         if not parts.hostname:
             raise BrokerAddressError(f"{url!r} names no host")
         try:
-            port = parts.port or DEFAULT_PORT
+            port = DEFAULT_PORT if parts.port is None else parts.port
         except ValueError as exc:
             raise BrokerAddressError(f"{url!r}: bad port") from exc
+        if not 0 < port < 65536:
+            raise BrokerAddressError(f"{url!r}: port must be 1-65535")
         return cls(parts.hostname, port)
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return mqtt_url(self.host, self.port)
+
+
+def mqtt_url(host: str, port: int) -> str:
+    """``mqtt://host:port``, with an IPv6 host in brackets."""
+    return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
 
 
 def mqtt_client(

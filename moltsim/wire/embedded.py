@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moltsim.wire.accounts import Accounts
+from moltsim.wire.connection import mqtt_url
 
 PASSWORD_FILE = "amqtt-passwd"
 
@@ -97,7 +98,7 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return mqtt_url(self.host, self.port)
 
     @classmethod
     def start(

@@ -151,7 +151,7 @@ class Gateway:
     async def handle(self, inbound: list[Inbound]) -> list[Reply]:
         """Check, apply and answer a group of envelopes, in order; returns after the commit."""
         now = self.now()
-        pending = [self._check(item, now) for item in inbound]
+        pending = [self._check_safely(item, now) for item in inbound]
         outcomes = await self.engine.submit_many([p.submission for p in pending])
         replies: list[Reply] = []
         for p, outcome in zip(pending, outcomes, strict=True):
@@ -181,12 +181,19 @@ class Gateway:
             None,
             now,
             seq=known.get("seq"),
-            payload=_printable(item.raw or to_json(item.parsed)),
+            payload=_printable(item.raw or _serialised(item.parsed)),
             sig=known.get("sig"),
             refusal=Refusal(code, message),
             kind=known.get("kind"),
         )
         return _Pending(item, submission, known.get("handle") or item.topic_agent, known.get("seq"))
+
+    def _check_safely(self, item: Inbound, now: float) -> _Pending:
+        """Check one envelope; whatever it contains, it fails alone."""
+        try:
+            return self._check(item, now)
+        except (RecursionError, ValueError, TypeError) as exc:
+            return self._refuse(item, now, ErrorCode.MALFORMED, f"unreadable envelope: {exc}")
 
     def _check(self, item: Inbound, now: float) -> _Pending:
         if len(item.raw) > MAX_ENVELOPE_BYTES:
@@ -295,6 +302,13 @@ def _first_error(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "envelope"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first['msg']}{more}"
+
+
+def _serialised(value: Any) -> bytes:
+    try:
+        return to_json(value)
+    except (ValueError, RecursionError):
+        return repr(value)[:4_096].encode()
 
 
 def _printable(raw: bytes, limit: int = 4_096) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from moltsim.wire.accounts import Accounts
+from moltsim.wire.connection import mqtt_url
 
 PBKDF2_ITERATIONS = 101
 """What ``mosquitto_passwd`` uses for its ``$7$`` (PBKDF2-SHA512) hashes."""
@@ -100,7 +101,7 @@ class MosquittoProcess:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return mqtt_url(self.host, self.port)
 
     @classmethod
     def start(

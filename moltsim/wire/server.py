@@ -38,14 +38,17 @@ class EngineServer:
         accounts: Accounts,
         *,
         tick_interval: float = 1.0,
+        speed: float = 1.0,
     ) -> None:
         self.gateway = gateway
         self.address = address
         self.accounts = accounts
         self.topics = accounts.topics
         self.tick_interval = tick_interval
+        self.speed = speed
         self.state = "running"
         self.processed = 0
+        self.failure: BaseException | None = None
         self._inbox: list[Inbound] = []
         self._arrived = asyncio.Event()
         self.connected = asyncio.Event()
@@ -98,6 +101,7 @@ class EngineServer:
             # Messages already taken from the broker were acknowledged to it: finish them.
             while self._inbox:
                 await self._dispatch(mqtt, in_flight)
+            in_flight = {t for t in in_flight if not t.done()}
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
             self.state = "stopped"
@@ -113,12 +117,18 @@ class EngineServer:
             self._arrived.set()
         while len(in_flight) >= IN_FLIGHT:
             done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                in_flight.discard(task)
-                task.result()
+            in_flight.difference_update(done)
+        if self.failure is not None:
+            raise self.failure
         task = asyncio.create_task(self._process(mqtt, group))
         in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # EngineFailed (a failed commit) must stop the server: the supervisor restarts it.
+            log.error("processing a group failed: %r", exc, exc_info=exc)
+            self.failure = exc
 
     async def _read(self, mqtt: aiomqtt.Client) -> None:
         act_prefix = f"{self.topics.base}/act/"
@@ -140,8 +150,8 @@ class EngineServer:
             return [Inbound(raw, pool=pool)]  # refused whole as too large
         try:
             items = json.loads(raw)
-        except ValueError:
-            return [Inbound(raw, pool=pool)]
+        except (ValueError, RecursionError):
+            return [Inbound(raw, pool=pool)]  # refused whole as malformed
         if not isinstance(items, list):
             return [Inbound(raw, pool=pool)]
         return [Inbound(b"", pool=pool, parsed=item) for item in items]
@@ -179,5 +189,5 @@ class EngineServer:
             await asyncio.sleep(self.tick_interval)
 
     async def _publish_tick(self, mqtt: aiomqtt.Client) -> None:
-        payload = {"sim_time": self.gateway.now(), "state": self.state}
+        payload = {"sim_time": self.gateway.now(), "state": self.state, "speed": self.speed}
         await mqtt.publish(self.topics.tick, to_json(payload), qos=0)

@@ -1,0 +1,1 @@
+"""Agents: personas, the skill, memory, brains, the heartbeat runtime and pools."""

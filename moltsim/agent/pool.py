@@ -1,0 +1,159 @@
+"""A pool: many agents in one process, one broker connection, each signing with its own key.
+
+The pool follows the engine's clock from ``tick`` and wakes each agent when its heartbeat is
+due. On stop, agents finish the turn they are in; nobody is cut off mid-action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moltsim.agent.brains.base import Brain
+from moltsim.agent.brains.offline import OfflineBrain
+from moltsim.agent.persona import Persona
+from moltsim.agent.runtime import HEARTBEAT_S, AgentRuntime
+from moltsim.agent.skill import Skill, load_skill
+from moltsim.runfolder import RunFolder
+from moltsim.wire.client import PoolClient, RequestTimeout
+from moltsim.wire.connection import BrokerAddress
+
+log = logging.getLogger("moltsim.pool")
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    handle: str
+    persona: Persona
+    brain: Literal["offline", "openai"] = "offline"
+    seed: int = 0
+
+
+class PoolManifest(BaseModel):
+    """What a pool process hosts: written by the runner (or ``moltsim register``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str
+    agents: list[AgentSpec] = []
+    heartbeat_s: Annotated[float, Field(gt=0)] = HEARTBEAT_S
+    skill: str | None = None
+    """Path of the skill file; the project's default skill when unset."""
+
+    @staticmethod
+    def path(folder: RunFolder, pool: str) -> Path:
+        return folder.path / "pools" / f"{pool}.json"
+
+    @classmethod
+    def load(cls, folder: RunFolder, pool: str) -> PoolManifest:
+        path = cls.path(folder, pool)
+        if not path.exists():
+            return cls(pool=pool)
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, folder: RunFolder) -> Path:
+        path = self.path(folder, self.pool)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=1))
+        return path
+
+
+def make_brain(spec: AgentSpec, skill: Skill) -> Brain:
+    if spec.brain == "openai":
+        raise NotImplementedError("the openai brain is configured by the scenario runner")
+    return OfflineBrain(spec.persona, spec.seed, spec.handle)
+
+
+class Pool:
+    def __init__(self, client: PoolClient, runtimes: list[AgentRuntime], concurrency: int) -> None:
+        self.client = client
+        self.runtimes = runtimes
+        self.concurrency = asyncio.Semaphore(concurrency)
+        self.heartbeats = 0
+        self.errors = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wake agents as the sim clock reaches their heartbeats, until ``stop`` or the engine
+        says the run stopped."""
+        client = self.client
+        await client.tick_received.wait()
+        now = client.sim_now() or 0.0
+        due: list[tuple[float, int]] = [(r.first_wake(now), i) for i, r in enumerate(self.runtimes)]
+        heapq.heapify(due)
+        busy: set[asyncio.Task[None]] = set()
+        while not stop.is_set() and client.run_state != "stopped":
+            now = client.sim_now() or now
+            while due and due[0][0] <= now:
+                _, index = heapq.heappop(due)
+                task = asyncio.create_task(self._beat(index, now, due))
+                busy.add(task)
+                task.add_done_callback(busy.discard)
+            wait = 0.5
+            if due:
+                wait = min(wait, max(0.005, (due[0][0] - now) / max(client.speed, 1e-9)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+        if busy:
+            await asyncio.gather(*busy, return_exceptions=True)
+
+    async def _beat(self, index: int, now: float, due: list[tuple[float, int]]) -> None:
+        runtime = self.runtimes[index]
+        async with self.concurrency:
+            try:
+                await runtime.heartbeat(now)
+                self.heartbeats += 1
+            except (RequestTimeout, ConnectionError) as exc:
+                self.errors += 1
+                log.warning("@%s missed a heartbeat: %s", runtime.handle, exc)
+            except Exception:
+                self.errors += 1
+                log.exception("@%s failed a heartbeat", runtime.handle)
+        heapq.heappush(due, (runtime.next_wake(now), index))
+
+
+async def run_pool(
+    folder: RunFolder,
+    pool: str,
+    address: BrokerAddress,
+    stop: asyncio.Event,
+    *,
+    only: set[str] | None = None,
+    concurrency: int = 64,
+) -> Pool:
+    """Host the agents of ``pool`` (or just ``only``) until ``stop`` or the end of the run."""
+    manifest = PoolManifest.load(folder, pool)
+    skill = load_skill(Path(manifest.skill) if manifest.skill else None)
+    specs = [s for s in manifest.agents if only is None or s.handle in only]
+    if not specs:
+        raise ValueError(f"pool {pool!r} hosts no agents in {PoolManifest.path(folder, pool)}")
+    accounts = folder.accounts()
+    client = PoolClient(
+        address,
+        pool,
+        accounts.passwords[pool],
+        accounts.topics,
+        batch=len(specs) > 1,
+        identifier=f"moltsim-{accounts.sim}-{pool}"
+        + ("" if only is None else "-" + "-".join(sorted(only))),
+    )
+    runtimes = []
+    for spec in specs:
+        agent = client.add(folder.credentials(spec.handle))
+        runtimes.append(
+            AgentRuntime(agent, spec.persona, make_brain(spec, skill), seed=spec.seed,
+                         heartbeat_s=manifest.heartbeat_s)
+        )  # fmt: skip
+    host = Pool(client, runtimes, concurrency)
+    async with client:
+        log.info("pool %s: %d agents online (skill v%d)", pool, len(runtimes), skill.version)
+        await host.run(stop)
+    log.info("pool %s: %d heartbeats, %d errors", pool, host.heartbeats, host.errors)
+    return host
