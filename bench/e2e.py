@@ -90,7 +90,7 @@ def _engine(folder: RunFolder, url: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 async def _prepare(folder: RunFolder) -> None:
-    agents = [(f"bench_{i}", {}) for i in range(CLIENTS)]
+    agents: list[tuple[str, dict[str, object]]] = [(f"bench_{i}", {}) for i in range(CLIENTS)]
     for handle, profile in agents:
         await folder.register([(handle, profile)], f"pool-{handle}", T0)
 

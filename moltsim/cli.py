@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from moltsim import __version__
+from moltsim.agent.brains.llm import LlmConfigError
 from moltsim.agent.persona import Persona, load_persona
 from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
 from moltsim.agent.skill import SkillError
@@ -276,7 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _broker_config(args.run, args.out, args.port)
             case "broker":
                 return _broker(args.run, args.port)
-    except (RunFileError, CredentialsError, BrokerAddressError, ConfigError, SkillError) as exc:
+    except (
+        RunFileError,
+        CredentialsError,
+        BrokerAddressError,
+        ConfigError,
+        SkillError,
+        LlmConfigError,
+    ) as exc:
         print(f"moltsim: {exc}", file=sys.stderr)
         return 2
     except Refusal as exc:

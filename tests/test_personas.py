@@ -208,7 +208,7 @@ def _json_examples(text: str) -> list[Any]:
 
 def test_action_types_are_all_found() -> None:
     # Guards the introspection below: a change to the unions should be noticed here.
-    assert len(ACTION_TYPES) == 19
+    assert len(ACTION_TYPES) == 20
     assert "post" in ACTION_TYPES and "submolts" in ACTION_TYPES and "moderate" in ACTION_TYPES
     assert len(MODERATION_OPS) == 6
 

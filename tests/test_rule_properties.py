@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import fields, is_dataclass
-from functools import cache
 from itertools import pairwise
 from typing import Any
 
@@ -141,25 +140,35 @@ def _windows(forum: Forum, created_at: float, now: float) -> dict[str, float]:
     }
 
 
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    # an agent's rate-limit times are compared separately, see snapshot()
-    return tuple(f.name for f in fields(cls) if not (cls is AgentState and f.name == "rate"))
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields to compare of a dataclass type; ``None`` for any other type."""
+    if cls not in _FIELD_NAMES:
+        _FIELD_NAMES[cls] = (
+            # an agent's rate-limit times are compared separately, see snapshot()
+            tuple(f.name for f in fields(cls) if not (cls is AgentState and f.name == "rate"))
+            if is_dataclass(cls)
+            else None
+        )
+    return _FIELD_NAMES[cls]
 
 
 def _freeze(value: Any) -> Any:
     """A deep, comparable copy: dataclasses to tuples, lists and deques to tuples, sets to
     frozensets (much faster than ``copy.deepcopy``, which matters when hypothesis shrinks)."""
-    if isinstance(value, dict):
+    cls = type(value)
+    if cls is dict:
         return {k: _freeze(v) for k, v in value.items()}
-    if isinstance(value, list | deque):
+    if cls is list or cls is deque:
         return tuple(value)  # the engine's lists and deques hold ids, times or row tuples
-    if isinstance(value, set):
+    if cls is set:
         return frozenset(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        cls = type(value)
-        return (cls.__name__, *(_freeze(getattr(value, n)) for n in _field_names(cls)))
-    return value
+    names = _field_names(cls)
+    if names is None:
+        return value  # numbers, strings, enums, row tuples: immutable
+    return (cls.__name__, *[_freeze(getattr(value, n)) for n in names])
 
 
 def snapshot(forum: Forum, now: float) -> tuple[Any, Any, Any]:

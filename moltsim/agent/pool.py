@@ -14,9 +14,11 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
+import openai
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltsim.agent.brains.base import Brain
+from moltsim.agent.brains.llm import LlmBrain, LlmConfig, LlmConfigError
 from moltsim.agent.brains.offline import OfflineBrain
 from moltsim.agent.persona import Persona
 from moltsim.agent.runtime import HEARTBEAT_S, AgentRuntime
@@ -47,6 +49,8 @@ class PoolManifest(BaseModel):
     heartbeat_s: Annotated[float, Field(gt=0)] = HEARTBEAT_S
     skill: str | None = None
     """Path of the skill file; the project's default skill when unset."""
+    llm: LlmConfig | None = None
+    """The endpoint of agents whose brain is ``openai``."""
 
     @staticmethod
     def path(folder: RunFolder, pool: str) -> Path:
@@ -66,10 +70,23 @@ class PoolManifest(BaseModel):
         return path
 
 
-def make_brain(spec: AgentSpec, skill: Skill) -> Brain:
-    if spec.brain == "openai":
-        raise NotImplementedError("the openai brain is configured by the scenario runner")
-    return OfflineBrain(spec.persona, spec.seed, spec.handle)
+class BrainFactory:
+    """Builds each agent's brain; LLM brains of one pool share a client and a call limit."""
+
+    def __init__(self, skill: Skill, llm: LlmConfig | None) -> None:
+        self.skill = skill
+        self.llm = llm
+        self._client: openai.AsyncOpenAI | None = None
+        self._limit = asyncio.Semaphore(llm.concurrency if llm else 1)
+
+    def __call__(self, spec: AgentSpec) -> Brain:
+        if spec.brain == "offline":
+            return OfflineBrain(spec.persona, spec.seed, spec.handle)
+        if self.llm is None:
+            raise LlmConfigError(f"@{spec.handle} uses the openai brain but no [llm] is set")
+        if self._client is None:
+            self._client = self.llm.client()
+        return LlmBrain(spec.persona, self.skill, self.llm, self._client, self._limit, spec.handle)
 
 
 class Pool:
@@ -144,11 +161,12 @@ async def run_pool(
         identifier=f"moltsim-{accounts.sim}-{pool}"
         + ("" if only is None else "-" + "-".join(sorted(only))),
     )
+    brains = BrainFactory(skill, manifest.llm)
     runtimes = []
     for spec in specs:
         agent = client.add(folder.credentials(spec.handle))
         runtimes.append(
-            AgentRuntime(agent, spec.persona, make_brain(spec, skill), seed=spec.seed,
+            AgentRuntime(agent, spec.persona, brains(spec), seed=spec.seed,
                          heartbeat_s=manifest.heartbeat_s)
         )  # fmt: skip
     host = Pool(client, runtimes, concurrency)

@@ -103,7 +103,9 @@ class AgentRuntime:
         else:
             decision = await self.brain.decide(observation)
         if decision.usage:
+            # The model call's tokens and latency go into the run file like any action.
             self.usage.append(decision.usage)
+            await self.client.act(decision.usage)
         authors = {item.post_id: item.author for item in feed}
         for action in decision.actions:
             result = await self.client.act(action)

@@ -154,6 +154,18 @@ class DeleteComment(_Action):
     comment_id: Id
 
 
+class ReportLlmCall(_Action):
+    """An LLM brain's accounting of one model call: tokens and latency, recorded in the run."""
+
+    type: Literal["llm_call"] = "llm_call"
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
+    completion_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
+    latency_ms: Annotated[float, Field(ge=0, le=86_400_000)]
+    outcome: Literal["ok", "repaired", "invalid", "error"]
+    estimated: bool = False
+
+
 class _Moderate(_Action):
     type: Literal["moderate"] = "moderate"
     submolt: SubmoltName
@@ -271,6 +283,7 @@ WriteAction = (
     | SendDm
     | DeletePost
     | DeleteComment
+    | ReportLlmCall
     | PinPost
     | UnpinPost
     | RemovePost
@@ -294,6 +307,7 @@ Action = Annotated[
     | SendDm
     | DeletePost
     | DeleteComment
+    | ReportLlmCall
     | Moderate
     | Feed
     | Thread

@@ -54,6 +54,7 @@ class Forum:
             "delete_post": self._delete_post,
             "delete_comment": self._delete_comment,
             "moderate": self._moderate,
+            "llm_call": self._llm_call,
         }
 
     # --- entry points ----------------------------------------------------------------------
@@ -505,6 +506,17 @@ class Forum:
         self._notify(other.id, NotificationKind.DM, agent.id, now, dm_id=dm_id)
         self._note_contact(agent.id, other.id, now)
         return Outcome.success(dm_id=dm_id, proactive=proactive)
+
+    def _llm_call(self, agent: AgentState, action: a.ReportLlmCall, now: float) -> Outcome:
+        """Accounting, not a forum action: no rate limit, no effect on the network."""
+        st = self.state
+        call_id = st.next_llm_call_id
+        st.next_llm_call_id += 1
+        self.changes.llm_calls_new.append(
+            (call_id, agent.id, now, action.model, action.prompt_tokens, action.completion_tokens,
+             action.latency_ms, action.outcome, int(action.estimated))
+        )  # fmt: skip
+        return Outcome.success(llm_call_id=call_id)
 
     def _delete_post(self, agent: AgentState, action: a.DeletePost, now: float) -> Outcome:
         post = self._post_state(action.post_id)

@@ -113,6 +113,7 @@ class Changes:
     follows_dirty: set[int] = field(default_factory=set)
     dms_new: list[Row] = field(default_factory=list)
     notifications_new: list[Row] = field(default_factory=list)
+    llm_calls_new: list[Row] = field(default_factory=list)
     ledger: list[Row] = field(default_factory=list)
     agents_objected: list[Row] = field(default_factory=list)
 
@@ -145,3 +146,4 @@ class ForumState:
     next_dm_id: int = 1
     next_notification_id: int = 1
     next_action_id: int = 1
+    next_llm_call_id: int = 1

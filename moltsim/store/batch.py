@@ -44,6 +44,10 @@ INSERT_ACTION = (
     "INSERT INTO actions (id, sim_time, wall_time, agent_id, seq, type, payload, sig, outcome,"
     " message, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+INSERT_LLM_CALL = (
+    "INSERT INTO llm_calls (id, agent_id, sim_time, model, prompt_tokens, completion_tokens,"
+    " latency_ms, outcome, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 UPSERT_VOTE = (
     "INSERT INTO votes (target_kind, target_id, agent_id, value, voted_at) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (target_kind, target_id, agent_id)"
@@ -87,6 +91,7 @@ def build_batch(ch: Changes, st: ForumState) -> list[Statement]:
     add(INSERT_COMMENT_FTS, [(r[0], r[4]) for r in ch.comments_new])
     add(INSERT_DM, ch.dms_new)
     add(INSERT_NOTIFICATION, ch.notifications_new)
+    add(INSERT_LLM_CALL, ch.llm_calls_new)
 
     memberships_in: list[Row] = []
     memberships_out: list[Row] = []

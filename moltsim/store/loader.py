@@ -122,6 +122,7 @@ def _load(conn: sqlite3.Connection, rules: Rules) -> tuple[ForumState, float]:
     st.next_dm_id = _next_id(conn, "dms")
     st.next_notification_id = _next_id(conn, "notifications")
     st.next_action_id = _next_id(conn, "actions")
+    st.next_llm_call_id = _next_id(conn, "llm_calls")
     return st, now
 
 
@@ -135,21 +136,26 @@ def _load_contacts(conn: sqlite3.Connection, st: ForumState, rules: Rules, now: 
     events += conn.execute(
         "SELECT created_at, sender_id, recipient_id FROM dms WHERE created_at > ?", (since,)
     ).fetchall()
-    events += conn.execute(
-        "SELECT c.created_at, c.author_id, COALESCE(pc.author_id, p.author_id)"
+    replies = conn.execute(
+        "SELECT c.created_at, c.author_id, COALESCE(pc.author_id, p.author_id), c.body"
         " FROM comments c JOIN posts p ON p.id = c.post_id"
         " LEFT JOIN comments pc ON pc.id = c.parent_id WHERE c.created_at > ?",
         (since,),
     ).fetchall()
-    texts = conn.execute(
-        "SELECT created_at, author_id, title || char(10) || body FROM posts WHERE created_at > ?"
-        " UNION ALL SELECT created_at, author_id, body FROM comments WHERE created_at > ?",
-        (since, since),
-    ).fetchall()
-    for created_at, author_id, text in texts:
+    texts: list[tuple[float, int, str, int | None]] = [
+        (at, author, f"{title}\n{body}", None)
+        for at, author, title, body in conn.execute(
+            "SELECT created_at, author_id, title, body FROM posts WHERE created_at > ?", (since,)
+        )
+    ]
+    for at, author, replied_to, body in replies:
+        events.append((at, author, replied_to))
+        texts.append((at, author, body, replied_to))
+    # As in the rules: a mention of the agent being replied to is not a second contact.
+    for created_at, author_id, text, skip in texts:
         for handle in mentions(text):
             target = st.handles.get(handle)
-            if target is not None:
+            if target is not None and target != skip:
                 events.append((created_at, author_id, target))
     for created_at, from_id, to_id in sorted(events):
         if from_id == to_id:

@@ -154,7 +154,24 @@ CREATE VIRTUAL TABLE comments_fts USING fts5 (
 );
 """
 
+LLM_CALLS = """
+-- One row per call an LLM brain made, as reported by the agent's pool (signed like any action).
+CREATE TABLE llm_calls (
+    id                INTEGER PRIMARY KEY,
+    agent_id          INTEGER NOT NULL REFERENCES agents(id),
+    sim_time          REAL NOT NULL,
+    model             TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_ms        REAL NOT NULL,
+    outcome           TEXT NOT NULL,       -- ok, repaired, invalid, error
+    estimated         INTEGER NOT NULL     -- 1 when the counts are an estimate (characters / 4)
+);
+CREATE INDEX llm_calls_agent ON llm_calls (agent_id, id);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", INITIAL),
+    ("0002_llm_calls", LLM_CALLS),
 ]
 """Ordered ``(name, sql)`` pairs; each runs once, in its own transaction."""
