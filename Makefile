@@ -16,13 +16,7 @@ install: $(STAMP) ## create .venv and install moltsim with its test tools
 	@true
 
 run: $(STAMP) ## run the default scenario (embedded broker, SQLite run file, offline brain)
-	@if $(VENV)/bin/moltsim run --help >/dev/null 2>&1; then \
-		$(VENV)/bin/moltsim run $(SCENARIO); \
-	else \
-		echo "moltsim is installed in $(VENV). The scenario runner is not built yet: once it is,"; \
-		echo "'make run' runs $(SCENARIO) with the embedded broker, a SQLite run file and the"; \
-		echo "offline brain. Meanwhile: 'make bench' exercises the engine on a real run file."; \
-	fi
+	$(VENV)/bin/moltsim run $(SCENARIO)
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moltsim import __version__
+from moltsim import __version__, logs
 from moltsim.agent.brains.llm import LlmConfigError
 from moltsim.agent.persona import Persona, load_persona
 from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
@@ -22,6 +22,9 @@ from moltsim.engine.clock import RealtimeClock
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import CredentialsError
 from moltsim.runfolder import RunFolder
+from moltsim.scenario.load import load_scenario, plan_agents
+from moltsim.scenario.runner import run_scenario
+from moltsim.scenario.schema import parse_duration
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
 from moltsim.tomlfile import ConfigError
@@ -176,6 +179,22 @@ def _broker(run: Path, port: int | None) -> int:
     return 0
 
 
+def _validate(path: Path) -> int:
+    try:
+        scenario = load_scenario(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {path}:{problem}", file=sys.stderr)
+        return 1
+    agents = plan_agents(scenario, path)
+    print(
+        f"{path}: ok: {len(agents)} agents, {len(scenario.submolts)} submolts,"
+        f" {scenario.clock.mode} clock for {scenario.clock.duration / 3600:g} sim-hours"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moltsim",
@@ -183,7 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moltsim {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--log-file", type=Path, help="also write JSON-lines logs to this file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser(
+        "run",
+        help="run a scenario to its end (or first budget); --resume continues one",
+        description="Run a scenario: broker, engine and agent pools, supervised until the end.",
+    )
+    p.add_argument("scenario", type=Path, help="the scenario file (TOML)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<name>-<timestamp>)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument(
+        "--broker", help="use this broker (mqtt://host:port) instead of the embedded one"
+    )
+    p.add_argument("--duration", help="override the sim duration (e.g. 6h)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+
+    p = commands.add_parser(
+        "validate",
+        help="check a scenario file; lists every problem with its field and line",
+        description="Check a scenario and its persona files; exit 1 on any problem.",
+    )
+    p.add_argument("scenario", type=Path)
 
     p = commands.add_parser("stats", help="summarise a run file", description=stats.__doc__)
     p.add_argument("run", type=Path, help="a run folder or its run.db")
@@ -250,12 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "engine" else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    logs.setup(args.verbose, args.log_file, args.command)
     try:
         match args.command:
+            case "run":
+                duration = None if args.duration is None else parse_duration(args.duration)
+                return run_scenario(
+                    scenario_path=args.scenario, run_dir=args.run_dir, seed=args.seed,
+                    broker_url=args.broker, duration=duration, resume=args.resume,
+                )  # fmt: skip
+            case "validate":
+                return _validate(args.scenario)
             case "stats":
                 return stats(args.run)
             case "init":

@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 from pydantic_core import to_json
 
+from moltsim.domain.actions import CreatePost
 from moltsim.wire.accounts import ENGINE, Accounts
 from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.gateway import Gateway, Inbound
@@ -49,6 +50,7 @@ class EngineServer:
         self.state = "running"
         self.processed = 0
         self.failure: BaseException | None = None
+        self._commands: set[asyncio.Task[None]] = set()
         self._inbox: list[Inbound] = []
         self._arrived = asyncio.Event()
         self.connected = asyncio.Event()
@@ -68,6 +70,7 @@ class EngineServer:
                     backoff = 0.2
                     await mqtt.subscribe(self.topics.act_any, qos=1)
                     await mqtt.subscribe(self.topics.act_batch_any, qos=1)
+                    await mqtt.subscribe(self.topics.control, qos=1)
                     self.connected.set()
                     log.info("engine connected to %s", self.address.url)
                     await self._serve(mqtt, stop)
@@ -137,6 +140,11 @@ class EngineServer:
             topic = message.topic.value
             payload = message.payload
             raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            if topic == self.topics.control:
+                task = asyncio.create_task(self._control(mqtt, raw))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
+                continue
             if topic.startswith(act_prefix):
                 self._inbox.append(Inbound(raw, topic_agent=topic[len(act_prefix) :]))
             elif topic.startswith(batch_prefix):
@@ -183,6 +191,18 @@ class EngineServer:
             if isinstance(result, Exception):
                 log.warning("a reply could not be published: %s", result)
 
+    async def _control(self, mqtt: aiomqtt.Client, raw: bytes) -> None:
+        """Carry out a runner command (scheduled events, late joins); publish the result."""
+        try:
+            command = json.loads(raw)
+            result = await run_control(self.gateway, command)
+        except Exception as exc:  # a bad command must not stop the engine
+            log.warning("control command failed: %r", exc)
+            result = {"ok": False, "error": repr(exc)}
+        body = {"id": command.get("id") if isinstance(command, dict) else None, **result}
+        with contextlib.suppress(aiomqtt.MqttError):
+            await mqtt.publish(self.topics.control_result, to_json(body), qos=1)
+
     async def _tick(self, mqtt: aiomqtt.Client) -> None:
         while True:
             await self._publish_tick(mqtt)
@@ -191,3 +211,34 @@ class EngineServer:
     async def _publish_tick(self, mqtt: aiomqtt.Client) -> None:
         payload = {"sim_time": self.gateway.now(), "state": self.state, "speed": self.speed}
         await mqtt.publish(self.topics.tick, to_json(payload), qos=0)
+
+
+async def run_control(gateway: Gateway, command: dict[str, Any]) -> dict[str, Any]:
+    """One runner command, applied by the engine (the run file's only writer)."""
+    engine = gateway.engine
+    now = gateway.now()
+    kind = command.get("kind")
+    handles = engine.forum.state.handles
+    if kind == "register":
+        agent_id = await engine.register_agent(
+            command["handle"],
+            bytes.fromhex(command["public_key"]),
+            now,
+            **command.get("profile", {}),
+        )
+        return {"ok": True, "agent_id": agent_id}
+    if kind == "objection":
+        await engine.record_objection(handles[command["agent"].lower()], now)
+        return {"ok": True}
+    if kind == "create_submolt":
+        sub_id = await engine.seed_submolt(
+            command["submolt"], now, command.get("title", ""), command.get("description", "")
+        )
+        return {"ok": True, "submolt_id": sub_id}
+    if kind == "seed_post":
+        action = CreatePost(
+            submolt=command["submolt"], title=command["title"], body=command.get("body", "")
+        )
+        outcome = await engine.submit(handles[command["agent"].lower()], action, now, kind="post")
+        return outcome.to_json_dict()
+    return {"ok": False, "error": f"unknown control command {kind!r}"}

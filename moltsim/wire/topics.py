@@ -38,6 +38,15 @@ class Topics:
         return f"{self.base}/events"
 
     @property
+    def control(self) -> str:
+        """The runner's commands to the engine (only the engine account may publish here)."""
+        return f"{self.base}/control"
+
+    @property
+    def control_result(self) -> str:
+        return f"{self.base}/control-result"
+
+    @property
     def all(self) -> str:
         return f"{self.base}/#"
 

@@ -1,0 +1,61 @@
+"""Loading a scenario: the file, its persona files, and the agents it asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from moltsim.agent.persona import Persona, load_persona
+from moltsim.scenario.schema import Scenario, resolve_personas
+from moltsim.tomlfile import ConfigError, load_toml
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAgent:
+    handle: str
+    persona: Persona
+    brain: str
+    heartbeat_s: float
+    join_at: float
+    """Sim seconds after the start."""
+
+
+def load_scenario(path: Path) -> Scenario:
+    """The scenario and every persona it names, checked; :class:`ConfigError` lists it all."""
+    scenario = load_toml(path, Scenario, context={"base": path.resolve().parent})
+    problems: list[str] = []
+    for file in _persona_files(scenario, path):
+        try:
+            load_persona(file)
+        except ConfigError as exc:
+            problems += [f" persona {file}:{p.lstrip()}" for p in exc.problems]
+    if problems:
+        raise ConfigError(path, problems)
+    return scenario
+
+
+def _persona_files(scenario: Scenario, path: Path) -> list[Path]:
+    base = path.resolve().parent
+    files: list[Path] = []
+    for group in scenario.agents:
+        files += [f for f in resolve_personas(base, group.personas) if f not in files]
+    return files
+
+
+def plan_agents(scenario: Scenario, path: Path) -> list[PlannedAgent]:
+    """Every agent of the run, with unique handles (copies get ``_2``, ``_3``...)."""
+    base = path.resolve().parent
+    taken: dict[str, int] = {}
+    cache: dict[Path, Persona] = {}
+    planned: list[PlannedAgent] = []
+    for group in scenario.agents:
+        for file in resolve_personas(base, group.personas):
+            persona = cache.get(file) or cache.setdefault(file, load_persona(file))
+            brain = persona.brain or group.brain
+            for _ in range(group.count):
+                n = taken.get(persona.handle.lower(), 0) + 1
+                taken[persona.handle.lower()] = n
+                suffix = "" if n == 1 else f"_{n}"
+                handle = persona.handle[: 32 - len(suffix)] + suffix
+                planned.append(PlannedAgent(handle, persona, brain, group.heartbeat, group.join_at))
+    return planned

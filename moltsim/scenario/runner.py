@@ -1,0 +1,436 @@
+"""``moltsim run``: set up a run folder, start the broker, the engine and the pools, supervise
+them until the end of the scenario (or a budget, or Ctrl-C), and stop everything cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import shutil
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from pydantic_core import to_json
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from moltsim.agent.pool import AgentSpec, PoolManifest
+from moltsim.engine.service import Engine
+from moltsim.identity.credentials import write_credentials
+from moltsim.identity.signing import Signer
+from moltsim.runfolder import RunFolder
+from moltsim.scenario.children import Child
+from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
+from moltsim.scenario.schema import Event, Scenario
+from moltsim.store.reader import open_readonly
+from moltsim.store.runfile import RunFile, RunFileError
+from moltsim.wire.accounts import ENGINE, Accounts
+from moltsim.wire.connection import BrokerAddress, mqtt_client
+from moltsim.wire.embedded import EmbeddedBroker
+
+log = logging.getLogger("moltsim.run")
+
+
+def persona_profile(agent: PlannedAgent) -> dict[str, Any]:
+    p = agent.persona
+    return {
+        "display_name": p.name,
+        "bio": p.bio,
+        "persona": p.model_dump(mode="json"),
+        "objects_to_training": p.objects_to_training,
+    }
+
+
+def sim_clock(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass
+class Stats:
+    actions: int = 0
+    accepted: int = 0
+    refused: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    posts: int = 0
+    comments: int = 0
+
+
+@dataclass
+class PoolPlan:
+    name: str
+    agents: list[PlannedAgent]
+    join_at: float
+
+    @property
+    def handles(self) -> list[str]:
+        return [a.handle for a in self.agents]
+
+
+@dataclass
+class Runner:
+    scenario_path: Path
+    run_dir: Path | None = None
+    seed: int | None = None
+    broker_url: str | None = None
+    duration: float | None = None
+    resume: bool = False
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    stop_reason: str = ""
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _sim_now: float | None = None
+    _results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _load(self) -> Scenario:
+        scenario = load_scenario(self.scenario_path)
+        clock = scenario.clock
+        updates: dict[str, Any] = {}
+        if self.seed is not None:
+            updates["seed"] = self.seed
+        if self.duration is not None:
+            updates["clock"] = clock.model_copy(update={"duration": self.duration})
+        return scenario.model_copy(update=updates) if updates else scenario
+
+    def _pools(self, scenario: Scenario, planned: list[PlannedAgent]) -> list[PoolPlan]:
+        plans: list[PoolPlan] = []
+        by_join: dict[float, list[PlannedAgent]] = {}
+        for agent in planned:
+            by_join.setdefault(agent.join_at, []).append(agent)
+        for join_at in sorted(by_join):
+            agents = by_join[join_at]
+            size = scenario.agents_per_pool
+            for i in range(math.ceil(len(agents) / size)):
+                label = "pool" if join_at == 0 else f"late{int(join_at)}"
+                plans.append(
+                    PoolPlan(f"{label}-{i + 1}", agents[i * size : (i + 1) * size], join_at)
+                )
+        return plans
+
+    async def _create(self, scenario: Scenario) -> tuple[RunFolder, list[PoolPlan]]:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        path = self.run_dir or Path("runs") / f"{scenario.name}-{stamp}"
+        folder = await RunFolder.create(path, rules=scenario.rules)
+        shutil.copyfile(self.scenario_path, folder.path / "scenario.toml")
+        planned = plan_agents(scenario, self.scenario_path)
+        pools = self._pools(scenario, planned)
+        start = scenario.clock.start
+        runfile = await RunFile.open(folder.db)
+        try:
+            await runfile.set_meta(
+                scenario=self.scenario_path.read_text(),
+                scenario_path=str(self.scenario_path.resolve()),
+                scenario_name=scenario.name,
+                seed=scenario.seed,
+                clock=scenario.clock.model_dump(mode="json"),
+                end=start + scenario.clock.duration,
+            )
+        finally:
+            await runfile.close()
+        engine = await Engine.open(folder.db)
+        try:
+            for sub in scenario.submolts:
+                await engine.seed_submolt(sub.name, start, sub.title, sub.description)
+        finally:
+            await engine.close()
+        accounts = folder.accounts()
+        for plan in pools:
+            specs = [
+                AgentSpec(handle=a.handle, persona=a.persona, brain=a.brain,
+                          seed=scenario.seed)
+                for a in plan.agents
+            ]  # fmt: skip
+            heartbeat = plan.agents[0].heartbeat_s
+            PoolManifest(pool=plan.name, agents=specs, heartbeat_s=heartbeat,
+                         llm=scenario.llm).save(folder)  # fmt: skip
+            if plan.join_at == 0:
+                await folder.register(
+                    [(a.handle, persona_profile(a)) for a in plan.agents], plan.name, start
+                )
+            else:
+                # Keys and broker rights now; the engine registers them when they join.
+                for agent in plan.agents:
+                    write_credentials(folder.keys, agent.handle, accounts.sim, Signer.generate())
+                accounts = folder.accounts()
+                accounts.add_pool(plan.name, plan.handles)
+                accounts.save(folder.broker)
+        return folder, pools
+
+    def _reopen(self) -> tuple[RunFolder, list[PoolPlan], Scenario]:
+        if self.run_dir is None:
+            raise RunFileError("--resume needs --run-dir (the run folder to continue)")
+        folder = RunFolder.locate(self.run_dir)
+        conn = open_readonly(folder.db)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM run_meta").fetchall())
+        finally:
+            conn.close()
+        original = Path(meta.get("scenario_path", folder.path / "scenario.toml"))
+        self.scenario_path = original if original.exists() else folder.path / "scenario.toml"
+        scenario = self._load()
+        pools = self._pools(scenario, plan_agents(scenario, self.scenario_path))
+        return folder, pools, scenario
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        if self.resume:
+            folder, pools, scenario = self._reopen()
+        else:
+            scenario = self._load()
+            folder, pools = await self._create(scenario)
+        if scenario.clock.mode == "stepped":
+            self.console.print(
+                "[yellow]stepped clocks are not available yet; running in realtime[/yellow]"
+            )
+        self.folder = folder
+        accounts = folder.accounts()
+        broker: EmbeddedBroker | None = None
+        if self.broker_url is None:
+            broker = EmbeddedBroker.start(folder.broker)
+            address = BrokerAddress(broker.host, broker.port)
+        else:
+            address = BrokerAddress.parse(self.broker_url)
+            self.console.print(
+                f"using the broker at {address.url}; it must enforce this run's accounts:"
+                f" moltsim broker-config {folder.path} --out DIR"
+            )
+        clock = scenario.clock
+        end = clock.start + clock.duration
+        engine = Child(
+            "engine",
+            ["--log-file", str(folder.logs / "engine.jsonl"),
+             "engine", "--db", str(folder.path), "--broker", address.url,
+             "--speed", str(clock.speed), "--start", str(clock.start)],
+            folder.logs / "engine.out",
+        )  # fmt: skip
+        children = [engine]
+        engine.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._interrupt)
+        registered = self._registered(folder)
+        pool_children: dict[str, Child] = {}
+        pending = [p for p in pools if p.join_at > 0 and not set(p.handles) <= registered]
+        events = sorted(scenario.events, key=lambda e: e.at)
+        started = time.monotonic()
+        stats = Stats()
+        try:
+            async with mqtt_client(
+                address, ENGINE, accounts.passwords[ENGINE],
+                identifier=f"moltsim-{accounts.sim}-runner",
+            ) as mqtt:  # fmt: skip
+                await mqtt.subscribe(accounts.topics.tick, qos=0)
+                await mqtt.subscribe(accounts.topics.control_result, qos=1)
+                listener = asyncio.create_task(self._listen(mqtt, accounts))
+                await self._wait_for_engine(engine)
+                last_done = self._sim_now or clock.start
+                events = [e for e in events if clock.start + e.at >= last_done]
+                for plan in pools:
+                    if plan.join_at == 0 or set(plan.handles) <= registered:
+                        pool_children[plan.name] = self._pool_child(folder, plan, address)
+                for child in pool_children.values():
+                    child.start()
+                children += pool_children.values()
+                with self._progress() as progress:
+                    task = progress.add_task("sim", total=clock.duration)
+                    while not self._stop.is_set():
+                        now = self._sim_now or clock.start
+                        for child in children:
+                            if note := child.supervise():
+                                log.warning(note)
+                                progress.console.print(f"[yellow]{note}[/yellow]")
+                        for plan in [p for p in pending if clock.start + p.join_at <= now]:
+                            pending.remove(plan)
+                            await self._join(mqtt, folder, plan)
+                            child = self._pool_child(folder, plan, address)
+                            child.start()
+                            pool_children[plan.name] = child
+                            children.append(child)
+                        while events and clock.start + events[0].at <= now:
+                            await self._event(mqtt, events.pop(0))
+                        stats = self._stats(folder, scenario)
+                        online = sum(
+                            len(p.agents) for p in pools
+                            if p.name in pool_children and pool_children[p.name].running
+                        )  # fmt: skip
+                        progress.update(
+                            task, completed=min(now - clock.start, clock.duration),
+                            description=self._status(now, stats, online),
+                        )  # fmt: skip
+                        if now >= end:
+                            self.stop_reason = "the scenario's duration was reached"
+                        elif reason := self._budget(scenario, stats, started):
+                            self.stop_reason = reason
+                        if self.stop_reason:
+                            break
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stop.wait(), 0.5)
+                listener.cancel()
+        finally:
+            for child in pool_children.values():
+                child.stop()
+            engine.stop()
+            if broker is not None:
+                broker.stop()
+        stats = self._stats(folder, scenario)
+        self._summary(folder, scenario, stats, started)
+        return 0
+
+    def _interrupt(self) -> None:
+        self.stop_reason = self.stop_reason or "interrupted (Ctrl-C or SIGTERM)"
+        self._stop.set()
+
+    def _pool_child(self, folder: RunFolder, plan: PoolPlan, address: BrokerAddress) -> Child:
+        return Child(
+            plan.name,
+            ["--log-file", str(folder.logs / f"{plan.name}.jsonl"),
+             "pool", "--db", str(folder.path), "--pool", plan.name, "--broker", address.url],
+            folder.logs / f"{plan.name}.out",
+        )  # fmt: skip
+
+    async def _wait_for_engine(self, engine: Child, limit_s: float = 60.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while self._sim_now is None:
+            if not engine.running:
+                tail = engine.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the engine exited at start:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the engine did not start ticking in time")
+            await asyncio.sleep(0.05)
+
+    async def _listen(self, mqtt: aiomqtt.Client, accounts: Accounts) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for message in mqtt.messages:
+                try:
+                    body = json.loads(message.payload)
+                except (ValueError, TypeError):
+                    continue
+                if message.topic.value == accounts.topics.tick:
+                    self._sim_now = float(body.get("sim_time", 0.0))
+                elif isinstance(body, dict) and body.get("id"):
+                    self._results[str(body["id"])] = body
+
+    async def _command(self, mqtt: aiomqtt.Client, command: dict[str, Any]) -> dict[str, Any]:
+        command_id = f"c{len(self._results)}-{time.monotonic_ns()}"
+        await mqtt.publish(
+            self.folder_topics.control, to_json({"id": command_id, **command}), qos=1
+        )
+        deadline = time.monotonic() + 30
+        while command_id not in self._results:
+            if time.monotonic() > deadline:
+                return {"ok": False, "error": "no answer from the engine"}
+            await asyncio.sleep(0.02)
+        return self._results.pop(command_id)
+
+    @property
+    def folder_topics(self) -> Any:
+        return self.folder.accounts().topics
+
+    async def _join(self, mqtt: aiomqtt.Client, folder: RunFolder, plan: PoolPlan) -> None:
+        for agent in plan.agents:
+            creds = folder.credentials(agent.handle)
+            result = await self._command(
+                mqtt,
+                {"kind": "register", "handle": agent.handle, "public_key": creds.public_key.hex(),
+                 "profile": {**persona_profile(agent), "pool": plan.name}},
+            )  # fmt: skip
+            if not result.get("ok"):
+                log.warning("@%s could not join: %s", agent.handle, result)
+        log.info("%d agents joined (%s)", len(plan.agents), plan.name)
+
+    async def _event(self, mqtt: aiomqtt.Client, event: Event) -> None:
+        command = event.model_dump(exclude={"at"}, exclude_none=True)
+        result = await self._command(mqtt, command)
+        log.info("event %s at +%.0f s: %s", event.kind, event.at, result)
+
+    @staticmethod
+    def _registered(folder: RunFolder) -> set[str]:
+        conn = open_readonly(folder.db)
+        try:
+            return {row[0] for row in conn.execute("SELECT handle FROM agents")}
+        finally:
+            conn.close()
+
+    def _stats(self, folder: RunFolder, scenario: Scenario) -> Stats:
+        try:
+            conn = open_readonly(folder.db)
+        except RunFileError:
+            return Stats()
+        try:
+            actions, accepted = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0) FROM actions"
+            ).fetchone()
+            prompt, completion = conn.execute(
+                "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)"
+                " FROM llm_calls"
+            ).fetchone()
+            posts = conn.execute("SELECT COUNT(*) FROM posts").fetchone()[0]
+            comments = conn.execute("SELECT COUNT(*) FROM comments").fetchone()[0]
+        except sqlite3.Error:
+            return Stats()
+        finally:
+            conn.close()
+        b = scenario.budgets
+        cost = prompt * b.prompt_token_price_usd + completion * b.completion_token_price_usd
+        return Stats(actions, accepted, actions - accepted, prompt + completion, cost, posts,
+                     comments)  # fmt: skip
+
+    @staticmethod
+    def _budget(scenario: Scenario, stats: Stats, started: float) -> str:
+        b = scenario.budgets
+        if b.max_wall_time and time.monotonic() - started >= b.max_wall_time:
+            return f"the wall-time budget ({b.max_wall_time:.0f} s) was reached"
+        if b.max_actions and stats.accepted >= b.max_actions:
+            return f"the action budget ({b.max_actions:,}) was reached"
+        if b.max_llm_tokens and stats.tokens >= b.max_llm_tokens:
+            return f"the token budget ({b.max_llm_tokens:,}) was reached"
+        if b.max_cost_usd and stats.cost_usd >= b.max_cost_usd:
+            return f"the cost budget (${b.max_cost_usd:.2f}) was reached"
+        return ""
+
+    @staticmethod
+    def _status(now: float, stats: Stats, online: int) -> str:
+        return (
+            f"{sim_clock(now)} | {stats.actions:,} actions ({stats.refused:,} refused)"
+            f" | {online} agents online | {stats.tokens:,} tokens ${stats.cost_usd:.2f}"
+        )
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}% of sim time"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+
+    def _summary(self, folder: RunFolder, scenario: Scenario, stats: Stats, started: float) -> None:
+        reason = self.stop_reason or "stopped"
+        c = self.console
+        c.print(f"\n[bold]run {scenario.name} stopped:[/bold] {reason}")
+        c.print(
+            f"  {stats.posts:,} posts, {stats.comments:,} comments, {stats.actions:,} actions"
+            f" ({stats.refused:,} refused), {stats.tokens:,} LLM tokens, ${stats.cost_usd:.2f},"
+            f" {time.monotonic() - started:.0f} s of wall time"
+        )
+        c.print(f"  run folder: {folder.path}")
+        c.print("  next:")
+        c.print(f"    moltsim stats {folder.path}")
+        c.print(f"    moltsim run {self.scenario_path} --run-dir {folder.path} --resume")
+
+
+def run_scenario(**kwargs: Any) -> int:
+    return asyncio.run(Runner(**kwargs).run())
