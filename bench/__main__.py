@@ -12,20 +12,23 @@ import platform
 import sys
 import time
 
-from bench import engine_mix, feed_reads
+from bench import e2e, engine_mix, feed_reads
 from bench.results import RESULTS, record
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "names", nargs="*", choices=["engine", "feed", []], help="benchmarks to run (default: all)"
+        "names",
+        nargs="*",
+        choices=["engine", "feed", "e2e", []],
+        help="benchmarks to run (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
     )
     args = parser.parse_args(argv)
-    names = args.names or ["engine", "feed"]
+    names = args.names or ["engine", "feed", "e2e"]
     print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
     started = time.perf_counter()
     if "engine" in names:
@@ -34,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if "feed" in names:
         sizes = (1_000, 10_000) if args.quick else feed_reads.SIZES
         record(feed_reads.run(sizes=sizes, seconds=0.5 if args.quick else 2.0))
+    if "e2e" in names:
+        record(e2e.run(seconds=2.0 if args.quick else 8.0))
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")
     return 0
 

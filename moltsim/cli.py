@@ -295,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "run":
-                duration = None if args.duration is None else parse_duration(args.duration)
+                try:
+                    duration = None if args.duration is None else parse_duration(args.duration)
+                except ValueError as exc:
+                    parser.error(f"--duration: {exc}")
                 return run_scenario(
                     scenario_path=args.scenario, run_dir=args.run_dir, seed=args.seed,
                     broker_url=args.broker, duration=duration, resume=args.resume,

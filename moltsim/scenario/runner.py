@@ -103,6 +103,12 @@ class Runner:
             updates["clock"] = clock.model_copy(update={"duration": self.duration})
         return scenario.model_copy(update=updates) if updates else scenario
 
+    @staticmethod
+    def _preflight(scenario: Scenario) -> None:
+        """Refuse to start what would fail later: an LLM run without its key in the env."""
+        if scenario.llm is not None and any(g.brain == "openai" for g in scenario.agents):
+            scenario.llm.client()  # raises LlmConfigError naming the missing variable
+
     def _pools(self, scenario: Scenario, planned: list[PlannedAgent]) -> list[PoolPlan]:
         plans: list[PoolPlan] = []
         by_join: dict[float, list[PlannedAgent]] = {}
@@ -189,6 +195,7 @@ class Runner:
             folder, pools, scenario = self._reopen()
         else:
             scenario = self._load()
+            self._preflight(scenario)
             folder, pools = await self._create(scenario)
         if scenario.clock.mode == "stepped":
             self.console.print(
