@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from moltsim.agent.persona import Persona, load_persona
 from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
 from moltsim.agent.skill import SkillError
 from moltsim.domain.errors import Refusal
-from moltsim.engine.clock import RealtimeClock
+from moltsim.engine.clock import RealtimeClock, SteppedClock
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import CredentialsError
 from moltsim.runfolder import RunFolder
@@ -132,15 +133,33 @@ async def _last_sim_time(folder: RunFolder) -> float:
     return float(last or 0.0)
 
 
-async def _engine(run: Path, broker: str, speed: float, start: float | None) -> int:
-    """Serve a run's engine on a broker until SIGINT or SIGTERM, then flush and stop."""
+async def _engine(
+    run: Path,
+    broker: str,
+    speed: float,
+    start: float | None,
+    tick: float | None = None,
+    until: float | None = None,
+) -> int:
+    """Serve a run's engine on a broker until SIGINT or SIGTERM, then flush and stop.
+
+    With ``--tick`` the clock is stepped: it advances one tick whenever every pool is done."""
     folder = RunFolder.locate(run)
     address = BrokerAddress.parse(broker)
     accounts = folder.accounts()
     engine = await Engine.open(folder.db)
-    clock = RealtimeClock(start=max(engine.last_sim_time, start or DEFAULT_START), speed=speed)
-    gateway = await Gateway.open(engine, clock.now)
-    server = EngineServer(gateway, address, accounts, speed=speed)
+    begin = max(engine.last_sim_time, start or DEFAULT_START)
+    stepped: SteppedClock | None = None
+    now: Callable[[], float]
+    if tick is not None:
+        first = start or DEFAULT_START
+        done = max(0, math.ceil((begin - first) / tick - 1e-9))
+        stepped = SteppedClock(start=first, tick_s=tick, tick=done)
+        now = stepped.now
+    else:
+        now = RealtimeClock(start=begin, speed=speed).now
+    gateway = await Gateway.open(engine, now)
+    server = EngineServer(gateway, address, accounts, speed=speed, stepped=stepped, until=until)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -270,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", required=True, help="mqtt://host:port")
     p.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second")
     p.add_argument("--start", type=float, help="sim time to start from (epoch seconds)")
+    p.add_argument("--tick", type=float, help="stepped clock: sim seconds per tick")
+    p.add_argument("--until", type=float, help="stepped clock: stop at this sim time")
 
     p = commands.add_parser(
         "broker-config",
@@ -321,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "agent":
                 return asyncio.run(_pool(args.db, args.pool, args.broker, {args.handle}, 1))
             case "engine":
-                return asyncio.run(_engine(args.db, args.broker, args.speed, args.start))
+                return asyncio.run(
+                    _engine(args.db, args.broker, args.speed, args.start, args.tick, args.until)
+                )
             case "broker-config":
                 return _broker_config(args.run, args.out, args.port)
             case "broker":

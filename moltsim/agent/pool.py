@@ -102,6 +102,9 @@ class Pool:
         says the run stopped."""
         client = self.client
         await client.tick_received.wait()
+        if client.mode == "stepped":
+            await self._run_stepped(stop)
+            return
         now = client.sim_now() or 0.0
         due: list[tuple[float, int]] = [(r.first_wake(now), i) for i, r in enumerate(self.runtimes)]
         heapq.heapify(due)
@@ -121,11 +124,44 @@ class Pool:
         if busy:
             await asyncio.gather(*busy, return_exceptions=True)
 
-    async def _beat(self, index: int, now: float, due: list[tuple[float, int]]) -> None:
+    async def _run_stepped(self, stop: asyncio.Event) -> None:
+        """Each tick: wait for last tick's results, run every agent due, send their writes,
+        then tell the engine how many; it applies them all in a fixed order."""
+        client = self.client
+        due: list[tuple[float, int]] | None = None
+        done_tick = -1
+        while not stop.is_set() and client.run_state == "running":
+            client.tick_changed.clear()
+            tick, now = client.tick_number, client.sim_time
+            if tick > done_tick and now is not None:
+                outstanding = [t for r in self.runtimes for t in r.pending]
+                for runtime in self.runtimes:
+                    runtime.pending = []
+                if outstanding:
+                    await asyncio.gather(*outstanding, return_exceptions=True)
+                if due is None:
+                    due = [(r.first_wake(now), i) for i, r in enumerate(self.runtimes)]
+                    heapq.heapify(due)
+                ready = []
+                while due and due[0][0] <= now:
+                    ready.append(heapq.heappop(due)[1])
+                await asyncio.gather(*(self._beat(i, now, due, hold=True) for i in ready))
+                sent = sum(len(self.runtimes[i].pending) for i in ready)
+                await client.finish_step(tick, sent)
+                done_tick = tick
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.tick_changed.wait(), 0.5)
+        outstanding = [t for r in self.runtimes for t in r.pending]
+        if outstanding:
+            await asyncio.wait(outstanding, timeout=10)
+
+    async def _beat(
+        self, index: int, now: float, due: list[tuple[float, int]], hold: bool = False
+    ) -> None:
         runtime = self.runtimes[index]
         async with self.concurrency:
             try:
-                await runtime.heartbeat(now)
+                await runtime.heartbeat(now, hold_writes=hold)
                 self.heartbeats += 1
             except (RequestTimeout, ConnectionError) as exc:
                 self.errors += 1

@@ -6,8 +6,10 @@ the agent's own history), so what a brain is given does not grow over a long run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +66,8 @@ class AgentRuntime:
         self.rng = random.Random(f"{seed}:{self.handle}:wake")
         self.submolts: list[str] = []
         self.usage: list[dict[str, Any]] = []
+        self.pending: list[asyncio.Task[Result]] = []
+        """Writes sent in stepped time whose results have not come back yet."""
 
     def first_wake(self, now: float) -> float:
         """Spread first heartbeats over one interval so agents do not all wake at once."""
@@ -72,18 +76,22 @@ class AgentRuntime:
     def next_wake(self, now: float) -> float:
         return self.wake.next_after(now, self.rng)
 
-    async def heartbeat(self, now: float) -> Decision:
-        """Notifications, then feed, then a decision, then its actions; remember all of it."""
+    async def heartbeat(self, now: float, *, hold_writes: bool = False) -> Decision:
+        """Notifications, then feed, then a decision, then its actions; remember all of it.
+
+        With ``hold_writes`` (stepped time) the writes are sent without waiting for their
+        results, which come after the tick ends; they are left in :attr:`pending`."""
         memory = self.memory
         memory.heartbeats += 1
         if memory.heartbeats == 1 or memory.heartbeats % SUBMOLT_REFRESH == 0:
             await self._refresh_submolts()
+        joins: list[dict[str, Any]] = []
         if memory.heartbeats == 1:
-            for name in self.persona.submolts:
-                if name in self.submolts and name not in memory.subscribed:
-                    result = await self.client.subscribe(name)
-                    if result.ok or result.code == "duplicate":
-                        memory.subscribed.add(name)
+            joins = [
+                {"type": "subscribe", "submolt": name}
+                for name in self.persona.submolts
+                if name in self.submolts and name not in memory.subscribed
+            ]
         notes = await self.client.notifications(memory.last_notification_id, NOTIFICATIONS)
         notifications = [NoteItem.from_view(n) for n in notes.data.get("notifications", [])]
         if notifications:
@@ -102,17 +110,33 @@ class AgentRuntime:
             decision = self.brain.decide_now(observation, dict(memory.agreement))
         else:
             decision = await self.brain.decide(observation)
+        authors = {item.post_id: item.author for item in feed}
+        writes = [*joins, *decision.actions]
         if decision.usage:
             # The model call's tokens and latency go into the run file like any action.
             self.usage.append(decision.usage)
-            await self.client.act(decision.usage)
-        authors = {item.post_id: item.author for item in feed}
-        for action in decision.actions:
-            result = await self.client.act(action)
-            self._remember(action, result, authors)
+            writes.insert(0, decision.usage)
+        if hold_writes:
+            for action in writes:
+                task = asyncio.create_task(self.client.act(action))
+                task.add_done_callback(self._remembering(action, authors))
+                self.pending.append(task)
+        else:
+            for action in writes:
+                result = await self.client.act(action)
+                self._remember(action, result, authors)
         for item in feed:
             memory.saw(item.post_id)
         return decision
+
+    def _remembering(
+        self, action: dict[str, Any], authors: dict[int, str]
+    ) -> Callable[[asyncio.Task[Result]], None]:
+        def done(task: asyncio.Task[Result]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self._remember(action, task.result(), authors)
+
+        return done
 
     async def _feed(self) -> list[FeedItem]:
         result = await self.client.feed(scope="personal", sort="hot", limit=FEED_ITEMS)
@@ -145,6 +169,8 @@ class AgentRuntime:
                 memory.my_posts.append(int(result.data["post_id"]))
         elif kind == "comment":
             note = f"commented on post #{result.data.get('post_id', action.get('post_id'))}"
+        elif kind == "subscribe" and (result.ok or result.code == "duplicate"):
+            memory.subscribed.add(str(action["submolt"]))
         elif kind == "follow" and result.ok:
             memory.following.add(str(action["agent"]))
         elif kind == "create_submolt" and result.ok:

@@ -31,3 +31,24 @@ class RealtimeClock:
     def resume(self) -> None:
         if self.paused_at is not None:
             self.start, self._wall0, self.paused_at = self.paused_at, time.monotonic(), None
+
+
+@dataclass
+class SteppedClock:
+    """Sim time advances one tick at a time, when every pool has finished the current tick.
+
+    Within a tick every write is applied at the tick's time, in a fixed order (agent, seq),
+    after all of them arrived: with seeded offline brains a stepped run is reproducible.
+    """
+
+    start: float
+    tick_s: float
+    tick: int = 0
+    speed: float = 0.0
+    """Not a rate: stepped time moves as fast as the agents finish their ticks."""
+
+    def now(self) -> float:
+        return self.start + self.tick * self.tick_s
+
+    def advance(self) -> None:
+        self.tick += 1

@@ -89,6 +89,7 @@ class Runner:
     stop_reason: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _sim_now: float | None = None
+    _run_state: str = ""
     _results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- setup --------------------------------------------------------------------------------
@@ -197,10 +198,6 @@ class Runner:
             scenario = self._load()
             self._preflight(scenario)
             folder, pools = await self._create(scenario)
-        if scenario.clock.mode == "stepped":
-            self.console.print(
-                "[yellow]stepped clocks are not available yet; running in realtime[/yellow]"
-            )
         self.folder = folder
         accounts = folder.accounts()
         broker: EmbeddedBroker | None = None
@@ -219,7 +216,9 @@ class Runner:
             "engine",
             ["--log-file", str(folder.logs / "engine.jsonl"),
              "engine", "--db", str(folder.path), "--broker", address.url,
-             "--speed", str(clock.speed), "--start", str(clock.start)],
+             "--speed", str(clock.speed), "--start", str(clock.start),
+             *(["--tick", str(clock.tick), "--until", str(end)]
+               if clock.mode == "stepped" else [])],
             folder.logs / "engine.out",
         )  # fmt: skip
         children = [engine]
@@ -276,7 +275,7 @@ class Runner:
                             task, completed=min(now - clock.start, clock.duration),
                             description=self._status(now, stats, online),
                         )  # fmt: skip
-                        if now >= end:
+                        if now >= end or self._run_state == "finished":
                             self.stop_reason = "the scenario's duration was reached"
                         elif reason := self._budget(scenario, stats, started):
                             self.stop_reason = reason
@@ -326,6 +325,7 @@ class Runner:
                     continue
                 if message.topic.value == accounts.topics.tick:
                     self._sim_now = float(body.get("sim_time", 0.0))
+                    self._run_state = str(body.get("state", ""))
                 elif isinstance(body, dict) and body.get("id"):
                     self._results[str(body["id"])] = body
 

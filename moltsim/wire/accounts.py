@@ -71,7 +71,7 @@ class Accounts:
         }
         for pool, agents in self.pools.items():
             out[pool] = Rules(
-                publish=(t.act_batch(pool), *(t.act(a) for a in agents)),
+                publish=(t.act_batch(pool), t.step(pool), *(t.act(a) for a in agents)),
                 subscribe=(t.reply_batch(pool), t.tick, *(t.reply(a) for a in agents)),
             )
         return out

@@ -188,7 +188,13 @@ class PoolClient:
         """Sim time of the latest ``tick``; see :meth:`sim_now`."""
         self.speed = 1.0
         self.run_state = "unknown"
+        self.mode = "realtime"
+        self.tick_number = -1
         self.tick_received = asyncio.Event()
+        self.tick_changed = asyncio.Event()
+        """Set whenever a stepped tick with a new number arrives."""
+        self._flushed = asyncio.Event()
+        self._flushed.set()
         self._tick_at = 0.0
         self._outbox: list[bytes] = []
         self._outbox_ready = asyncio.Event()
@@ -250,6 +256,7 @@ class PoolClient:
     async def _send(self, agent: str, key: tuple[str, int], payload: bytes) -> None:
         if self.batch:
             self._outbox.append(payload)
+            self._flushed.clear()
             self._outbox_ready.set()
             return
         while True:
@@ -319,6 +326,20 @@ class PoolClient:
                 except aiomqtt.MqttError:
                     self._outbox[:0] = group
                     return
+            self._flushed.set()
+
+    async def finish_step(self, tick: int, sent: int) -> None:
+        """Tell the engine this pool is done with stepped ``tick`` after ``sent`` writes."""
+        if self.batch:
+            await self._flushed.wait()
+        payload = to_json({"tick": tick, "sent": sent})
+        while True:
+            mqtt = self._mqtt
+            if mqtt is not None and self.connected.is_set():
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await mqtt.publish(self.topics.step(self.account), payload, qos=1)
+                    return
+            await self.connected.wait()
 
     def sim_now(self) -> float | None:
         """The engine's sim time now, from the latest tick and the clock's speed."""
@@ -334,8 +355,13 @@ class PoolClient:
             self.sim_time = float(tick["sim_time"])
             self.speed = float(tick.get("speed", 1.0))
             self.run_state = str(tick.get("state", "running"))
+            self.mode = str(tick.get("mode", "realtime"))
+            number = int(tick.get("tick", -1))
         except (ValueError, KeyError, TypeError):
             return
+        if number != self.tick_number or self.run_state != "running":
+            self.tick_number = number
+            self.tick_changed.set()
         self._tick_at = time.monotonic()
         self.tick_received.set()
 

@@ -17,7 +17,8 @@ from typing import Any
 import aiomqtt
 from pydantic_core import to_json
 
-from moltsim.domain.actions import CreatePost
+from moltsim.domain.actions import QUERY_TYPES, CreatePost
+from moltsim.engine.clock import SteppedClock
 from moltsim.wire.accounts import ENGINE, Accounts
 from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.gateway import Gateway, Inbound
@@ -40,7 +41,12 @@ class EngineServer:
         *,
         tick_interval: float = 1.0,
         speed: float = 1.0,
+        stepped: SteppedClock | None = None,
+        until: float | None = None,
+        step_timeout: float = 60.0,
     ) -> None:
+        """With ``stepped``, writes are held until every pool has finished the tick, then
+        applied in (agent, seq) order; ``until`` ends a stepped run at that sim time."""
         self.gateway = gateway
         self.address = address
         self.accounts = accounts
@@ -49,6 +55,13 @@ class EngineServer:
         self.speed = speed
         self.state = "running"
         self.processed = 0
+        self.stepped = stepped
+        self.until = until
+        self.step_timeout = step_timeout
+        self._held: list[Inbound] = []
+        self._received: dict[str, int] = {}
+        self._done: dict[str, tuple[int, int]] = {}
+        self._step_news = asyncio.Event()
         self.failure: BaseException | None = None
         self._commands: set[asyncio.Task[None]] = set()
         self._inbox: list[Inbound] = []
@@ -71,6 +84,8 @@ class EngineServer:
                     await mqtt.subscribe(self.topics.act_any, qos=1)
                     await mqtt.subscribe(self.topics.act_batch_any, qos=1)
                     await mqtt.subscribe(self.topics.control, qos=1)
+                    if self.stepped is not None:
+                        await mqtt.subscribe(self.topics.step_any, qos=1)
                     self.connected.set()
                     log.info("engine connected to %s", self.address.url)
                     await self._serve(mqtt, stop)
@@ -84,7 +99,9 @@ class EngineServer:
 
     async def _serve(self, mqtt: aiomqtt.Client, stop: asyncio.Event) -> None:
         reader = asyncio.create_task(self._read(mqtt))
-        ticker = asyncio.create_task(self._tick(mqtt))
+        ticker = asyncio.create_task(
+            self._tick(mqtt) if self.stepped is None else self._step_loop(mqtt)
+        )
         in_flight: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -136,6 +153,7 @@ class EngineServer:
     async def _read(self, mqtt: aiomqtt.Client) -> None:
         act_prefix = f"{self.topics.base}/act/"
         batch_prefix = f"{self.topics.base}/act-batch/"
+        step_prefix = f"{self.topics.base}/step/"
         async for message in mqtt.messages:
             topic = message.topic.value
             payload = message.payload
@@ -145,10 +163,19 @@ class EngineServer:
                 self._commands.add(task)
                 task.add_done_callback(self._commands.discard)
                 continue
+            if topic.startswith(step_prefix):
+                self._step_done(topic[len(step_prefix) :], raw)
+                continue
             if topic.startswith(act_prefix):
-                self._inbox.append(Inbound(raw, topic_agent=topic[len(act_prefix) :]))
+                items = [Inbound(raw, topic_agent=topic[len(act_prefix) :])]
             elif topic.startswith(batch_prefix):
-                self._inbox.extend(self._unbatch(raw, topic[len(batch_prefix) :]))
+                items = self._unbatch(raw, topic[len(batch_prefix) :])
+            else:
+                continue
+            if self.stepped is None:
+                self._inbox.extend(items)
+            else:
+                self._hold_writes(items)
             self._arrived.set()
 
     @staticmethod
@@ -191,6 +218,75 @@ class EngineServer:
             if isinstance(result, Exception):
                 log.warning("a reply could not be published: %s", result)
 
+    # --- stepped time -------------------------------------------------------------------------
+
+    def _hold_writes(self, items: list[Inbound]) -> None:
+        """Queries are answered at once (from the state at the start of the tick); writes wait
+        for the end of the tick."""
+        agents = self.gateway.engine.forum.state
+        for item in items:
+            body = item.parsed if item.parsed is not None else _loads(item.raw)
+            action = body.get("action") if isinstance(body, dict) else None
+            kind = action.get("type") if isinstance(action, dict) else None
+            if not isinstance(kind, str) or kind in QUERY_TYPES or kind == "hello":
+                self._inbox.append(item)
+                continue
+            item.parsed = body
+            self._held.append(item)
+            pool = item.pool
+            if pool is None and item.topic_agent is not None:
+                agent_id = agents.handles.get(item.topic_agent.lower())
+                pool = agents.agents[agent_id].pool if agent_id is not None else None
+            if pool is not None:
+                self._received[pool] = self._received.get(pool, 0) + 1
+                self._step_news.set()
+
+    def _step_done(self, pool: str, raw: bytes) -> None:
+        body = _loads(raw)
+        if isinstance(body, dict) and isinstance(body.get("tick"), int):
+            self._done[pool] = (int(body["tick"]), int(body.get("sent", 0)))
+            self._step_news.set()
+
+    def _tick_complete(self, tick: int) -> bool:
+        state = self.gateway.engine.forum.state
+        pools = {agent.pool for agent in state.agents.values() if agent.pool}
+        for pool in pools:
+            done = self._done.get(pool)
+            if done is None or done[0] < tick or self._received.get(pool, 0) < done[1]:
+                return False
+        return True
+
+    async def _step_loop(self, mqtt: aiomqtt.Client) -> None:
+        clock = self.stepped
+        assert clock is not None
+        while True:
+            await self._publish_tick(mqtt)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.step_timeout
+            republish = loop.time() + 2.0
+            while not self._tick_complete(clock.tick):
+                self._step_news.clear()
+                if loop.time() >= deadline:
+                    log.warning("tick %d: not every pool finished in time; moving on", clock.tick)
+                    break
+                if loop.time() >= republish:
+                    # Ticks are QoS 0: repeat the current one for pools that (re)connected late.
+                    await self._publish_tick(mqtt)
+                    republish = loop.time() + 2.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._step_news.wait(), 0.5)
+            held, self._held = self._held, []
+            for pool in self._received:
+                self._received[pool] = 0
+            held.sort(key=_order)
+            if held:
+                await self._process(mqtt, held)
+            if self.until is not None and clock.now() + clock.tick_s > self.until:
+                self.state = "finished"
+                await self._publish_tick(mqtt)
+                return
+            clock.advance()
+
     async def _control(self, mqtt: aiomqtt.Client, raw: bytes) -> None:
         """Carry out a runner command (scheduled events, late joins); publish the result."""
         try:
@@ -209,7 +305,11 @@ class EngineServer:
             await asyncio.sleep(self.tick_interval)
 
     async def _publish_tick(self, mqtt: aiomqtt.Client) -> None:
-        payload = {"sim_time": self.gateway.now(), "state": self.state, "speed": self.speed}
+        payload: dict[str, Any] = {
+            "sim_time": self.gateway.now(), "state": self.state, "speed": self.speed,
+        }  # fmt: skip
+        if self.stepped is not None:
+            payload |= {"mode": "stepped", "tick": self.stepped.tick, "speed": 0.0}
         await mqtt.publish(self.topics.tick, to_json(payload), qos=0)
 
 
@@ -242,3 +342,20 @@ async def run_control(gateway: Gateway, command: dict[str, Any]) -> dict[str, An
         outcome = await engine.submit(handles[command["agent"].lower()], action, now, kind="post")
         return outcome.to_json_dict()
     return {"ok": False, "error": f"unknown control command {kind!r}"}
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _order(item: Inbound) -> tuple[str, int]:
+    """The fixed order of a tick's writes: by agent handle, then seq."""
+    body = item.parsed
+    if isinstance(body, dict):
+        agent, seq = body.get("agent"), body.get("seq")
+        if isinstance(agent, str) and isinstance(seq, int):
+            return (agent, seq)
+    return ("\uffff", 0)

@@ -37,6 +37,14 @@ class Topics:
     def events(self) -> str:
         return f"{self.base}/events"
 
+    def step(self, pool: str) -> str:
+        """Where a pool says it finished a stepped tick (and how many writes it sent)."""
+        return f"{self.base}/step/{pool}"
+
+    @property
+    def step_any(self) -> str:
+        return f"{self.base}/step/+"
+
     @property
     def control(self) -> str:
         """The runner's commands to the engine (only the engine account may publish here)."""
