@@ -1368,3 +1368,19 @@ def test_retry_after_covers_every_limit_in_the_way(limited: Forum) -> None:
     for i in range(29):
         ok(limited, ALICE, a.UpdateProfile(bio=str(i)), NOW + 1)
     rate_refused(limited, ALICE, a.CreatePost(submolt="general", title="t"), NOW + 2, 1798)
+
+
+def test_a_vote_value_must_be_an_integer() -> None:
+    for value in (True, 1.0, "1"):
+        with pytest.raises(ValidationError):
+            a.ACTION_ADAPTER.validate_python(
+                {"type": "vote", "target": "post", "id": 1, "value": value}
+            )
+
+
+def test_comments_of_a_deleted_post_take_no_more_votes(forum: Forum) -> None:
+    post_id = post(forum, BOB)
+    comment_id = ok(forum, BOB, a.CreateComment(post_id=post_id, body="first"))["comment_id"]
+    ok(forum, BOB, a.DeletePost(post_id=post_id))
+    outcome = forum.apply(ALICE, a.Vote(target="comment", id=comment_id, value=1), NOW)
+    assert outcome.code == ErrorCode.GONE

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 MAX_TITLE = 300
 MAX_POST_BODY = 40_000
@@ -93,6 +101,13 @@ class Vote(_Action):
     target: Literal["post", "comment"]
     id: Id
     value: Literal[-1, 0, 1]
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("value must be the integer -1, 0 or 1")
+        return value
 
 
 class CreateSubmolt(_Action):

@@ -351,6 +351,7 @@ class Forum:
             votes = self.state.post_votes
         else:
             target = self._comment_state(action.id)
+            self._post_state(target.post_id)  # a thread that is gone takes no more votes
             votes = self.state.comment_votes
         if target.author_id == agent.id and not self.rules.allow_self_votes and action.value:
             raise Refusal(ErrorCode.FORBIDDEN, "agents may not vote on their own content")
