@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from moltsim.engine.rules import RateLimits, Rules
 from moltsim.identity.signing import Signer, Verifier
 from moltsim.runfolder import RunFolder
@@ -174,7 +176,7 @@ async def _measure(kind: str, seconds: float, latency_rate: float | None) -> dic
     with tempfile.TemporaryDirectory(prefix=f"moltsim-e2e-{kind}-") as tmp:
         folder = await RunFolder.create(Path(tmp) / "run", rules=E2E_RULES)
         await _prepare(folder)
-        with _broker(kind, folder) as broker, _engine(folder, broker.url):
+        with _broker(kind, folder) as broker, _engine(folder, broker.url) as engine:
             address = BrokerAddress(broker.host, broker.port)
             pools = await _clients(folder, address)
             agents = [next(iter(p.agents.values())) for p in pools]
@@ -185,8 +187,21 @@ async def _measure(kind: str, seconds: float, latency_rate: float | None) -> dic
                     result = await agent.post("bench", "seed post", "for votes")
                     posts.append(int(result.data["post_id"]))
                 await _throughput(agents, posts, 1.0)  # warm-up
+                procs = {"engine": psutil.Process(engine.pid),
+                         "broker": psutil.Process(broker.process.pid)}  # fmt: skip
+                cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+                client0, t0 = time.process_time(), time.perf_counter()
                 rate = await _throughput(agents, posts, seconds)
-                figures[f"e2e_{kind_name(kind)}_actions_per_s"] = rate
+                done = rate * (time.perf_counter() - t0)
+                name = kind_name(kind)
+                figures[f"e2e_{name}_actions_per_s"] = rate
+                # Where the CPU goes, per acknowledged action (all three share 2 cores here).
+                for key, proc in procs.items():
+                    used = sum(proc.cpu_times()[:2]) - cpu0[key]
+                    figures[f"e2e_{name}_{key}_cpu_us_per_action"] = used / done * 1e6
+                figures[f"e2e_{name}_clients_cpu_us_per_action"] = (
+                    (time.process_time() - client0) / done * 1e6
+                )
                 if latency_rate:
                     lat = sorted(await _latency(agents, posts, latency_rate, seconds))
                     name = kind_name(kind)
