@@ -107,17 +107,20 @@ class RunFolder:
         engine = await Engine.open(self.db, rules)
         try:
             self._check_new(engine, [handle for handle, _ in agents])
-            for handle, profile in agents:
-                signer = Signer.generate()
-                key_file = write_credentials(self.keys, handle, accounts.sim, signer)
-                try:
-                    await engine.register_agent(
-                        handle, signer.public_key, now, pool=pool, **profile
-                    )
-                except BaseException:
-                    key_file.unlink()
-                    raise
-                created.append(Credentials(handle, signer, accounts.sim))
+            batch: list[tuple[str, bytes, dict[str, Any]]] = []
+            files: list[Path] = []
+            try:
+                for handle, profile in agents:
+                    signer = Signer.generate()
+                    files.append(write_credentials(self.keys, handle, accounts.sim, signer))
+                    batch.append((handle, signer.public_key, {**profile, "pool": pool}))
+                    created.append(Credentials(handle, signer, accounts.sim))
+                await engine.register_agents(batch, now)
+            except BaseException:
+                for file in files:
+                    file.unlink(missing_ok=True)
+                created.clear()
+                raise
         finally:
             await engine.close()
             # Whatever was registered gets its broker rights, even if a later agent failed.

@@ -171,6 +171,19 @@ class Engine:
         await self._committed()
         return agent_id
 
+    async def register_agents(
+        self, agents: Sequence[tuple[str, bytes, dict[str, Any]]], now: float
+    ) -> list[int]:
+        """Register many agents (handle, public key, profile) in one commit."""
+        self._ensure_running()
+        ids = []
+        for handle, public_key, profile in agents:
+            agent_id = self.forum.register_agent(handle, public_key, now, **profile)
+            self._ledger_entry(agent_id, "register", {"handle": handle}, now)
+            ids.append(agent_id)
+        await self._committed()
+        return ids
+
     async def seed_submolt(
         self, name: str, now: float, title: str = "", description: str = ""
     ) -> int:
