@@ -199,7 +199,10 @@ async def run_pool(
     )
     brains = BrainFactory(skill, manifest.llm)
     runtimes = []
+    shared: dict[str, Persona] = {}
     for spec in specs:
+        # Copies of one persona share one object (and the offline brain's voice model).
+        spec.persona = shared.setdefault(spec.persona.model_dump_json(), spec.persona)
         agent = client.add(folder.credentials(spec.handle))
         runtimes.append(
             AgentRuntime(agent, spec.persona, brains(spec), seed=spec.seed,

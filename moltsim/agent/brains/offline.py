@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 from moltsim.agent.brains.base import MAX_ACTIONS, Decision
 from moltsim.agent.observation import FeedItem, NoteItem, Observation
@@ -107,14 +107,34 @@ class Markov:
         return text if text[-1] in ".!?" else text + "."
 
 
+class Voice:
+    """What the offline brain derives from a persona, built once and shared by its copies."""
+
+    _cache: ClassVar[dict[int, tuple[Persona, Voice]]] = {}
+
+    def __init__(self, persona: Persona) -> None:
+        self.interests = frozenset().union(*(words(i) for i in persona.interests))
+        samples = [s.replace("\n", " ") for s in persona.voice.sample_posts]
+        self.chain = Markov([*persona.voice.phrases, *samples])
+
+    @classmethod
+    def of(cls, persona: Persona) -> Voice:
+        cached = cls._cache.get(id(persona))
+        if cached is None or cached[0] is not persona:
+            cached = cls._cache[id(persona)] = (persona, cls(persona))
+        return cached[1]
+
+
 class OfflineBrain:
+    __slots__ = ("chain", "decisions", "handle", "interests", "persona", "seed")
+
     def __init__(self, persona: Persona, seed: int, handle: str | None = None) -> None:
         self.persona = persona
         self.seed = seed
         self.handle = handle or persona.handle
-        self.interests = set().union(*(words(i) for i in persona.interests))
-        samples = [s.replace("\n", " ") for s in persona.voice.sample_posts]
-        self.chain = Markov([*persona.voice.phrases, *samples])
+        voice = Voice.of(persona)
+        self.interests = voice.interests
+        self.chain = voice.chain
         self.decisions = 0
 
     def _rng(self, observation: Observation) -> random.Random:
