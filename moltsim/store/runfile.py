@@ -6,6 +6,7 @@ through :func:`moltsim.store.reader.open_readonly`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -30,6 +31,9 @@ WRITER_PRAGMAS = (
 )
 
 
+WAL_RESTART_BYTES = 128 * 1024 * 1024
+
+
 class RunFileError(Exception):
     """The run file cannot be used: missing, corrupt, or written by a newer moltsim."""
 
@@ -41,7 +45,7 @@ class RunFile:
         self.path = path
         self._conn = conn
         self._last_checkpoint = time.monotonic()
-        self.checkpoint_interval_s = 5.0
+        self.checkpoint_interval_s = 2.0
 
     @classmethod
     async def open(cls, path: str | Path, *, create: bool = True) -> RunFile:
@@ -113,9 +117,20 @@ class RunFile:
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Fold the WAL back into the database so that busy readers cannot make it grow forever."""
+        """Fold the WAL back into the database so that busy readers cannot make it grow forever.
+
+        A passive checkpoint never waits; only when the WAL has grown large anyway (readers kept
+        it pinned) does a RESTART wait, briefly, for readers to move to the new snapshot."""
         self._last_checkpoint = time.monotonic()
-        await self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        wal = self.path.with_name(self.path.name + "-wal")
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size > WAL_RESTART_BYTES:
+                await self._conn.execute("PRAGMA busy_timeout = 200")
+                try:
+                    await self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                finally:
+                    await self._conn.execute("PRAGMA busy_timeout = 5000")
 
     async def set_meta(self, **values: Any) -> None:
         rows = [
