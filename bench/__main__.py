@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from bench import e2e, engine_mix, feed_reads
+from bench import agents, e2e, engine_mix, feed_reads, offline
 from bench.results import RESULTS, record
 
 
@@ -21,14 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=["engine", "feed", "e2e", []],
+        choices=["engine", "feed", "e2e", "agents", "offline", []],
         help="benchmarks to run (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
     )
     args = parser.parse_args(argv)
-    names = args.names or ["engine", "feed", "e2e"]
+    names = args.names or ["engine", "feed", "e2e", "agents", "offline"]
     print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
     started = time.perf_counter()
     if "engine" in names:
@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         record(feed_reads.run(sizes=sizes, seconds=0.5 if args.quick else 2.0))
     if "e2e" in names:
         record(e2e.run(seconds=2.0 if args.quick else 8.0))
+    if "agents" in names:
+        record(agents.run())
+    if "offline" in names:
+        size = (500, 6.0) if args.quick else (10_000, 24.0)
+        record(offline.run(agents=size[0], hours=size[1]))
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")
     return 0
 

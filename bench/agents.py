@@ -12,8 +12,9 @@ offline agent costs in a pool process.
    ``AgentRuntime``, ``OfflineBrain``, ``Memory`` and ``AgentClient`` on one ``PoolClient``
    that is never connected, with one ``Persona`` object per persona file shared by its copies.
    RSS is read from ``/proc/self/status`` before and after. A second figure builds the agents
-   the way ``run_pool`` does today, from a pool manifest, where every agent's spec carries its
-   own parsed copy of its persona.
+   the way ``run_pool`` does, from a pool manifest parsed from JSON (every spec parsed with
+   its own persona copy, then copies of one persona deduplicated), with the manifest kept
+   alive as it is for the pool's lifetime.
 
 ``python -m bench.agents`` prints the figures.
 """
@@ -239,8 +240,11 @@ def _rss_per_agent(kind: str, agents: int) -> float:
     before = rss_kb()
     pool = _dummy_pool()
     if kind == "manifest":
-        # As run_pool builds them: every spec in the manifest carries its own persona copy.
+        # As run_pool builds them: parse the manifest, share one persona object per persona.
         manifest = PoolManifest.model_validate_json(manifest_text)
+        shared: dict[str, Persona] = {}
+        for spec in manifest.agents:
+            spec.persona = shared.setdefault(spec.persona.model_dump_json(), spec.persona)
         runtimes = _host(pool, [(s.handle, s.persona, s.seed) for s in manifest.agents])
     else:
         runtimes = _host(pool, _shared_specs(personas, agents))

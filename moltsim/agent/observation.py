@@ -7,7 +7,7 @@ from typing import Any
 
 FEED_ITEMS = 10
 NOTIFICATIONS = 8
-EXCERPT = 280
+EXCERPT = 200
 
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:

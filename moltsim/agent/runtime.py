@@ -36,15 +36,19 @@ class Wake:
     interval_s: float = HEARTBEAT_S
 
     def next_after(self, now: float, rng: random.Random) -> float:
+        """The next wake. Steps of 0.5-1.5 times the interval (shortened by how peaked the
+        profile is) are taken from ``now`` until one lands on an hour that accepts it, with
+        probability activity / peak: a flat profile wakes every interval with jitter, a
+        peaked one wakes in its busy hours, and both average one wake per interval a day."""
         profile = self.persona.activity
         peak = max(profile)
-        candidate = now
-        for _ in range(12):
-            candidate = now + self.interval_s * rng.uniform(0.5, 1.5)
-            hour = datetime.fromtimestamp(candidate, UTC).hour
-            if rng.random() * peak <= profile[hour]:
-                return candidate
-        return candidate
+        step = self.interval_s * (sum(profile) / len(profile)) / peak
+        t = now
+        for _ in range(100_000):
+            t += step * rng.uniform(0.5, 1.5)
+            if rng.random() * peak < profile[datetime.fromtimestamp(t, UTC).hour]:
+                return t
+        return t
 
 
 class AgentRuntime:
@@ -139,17 +143,18 @@ class AgentRuntime:
         return done
 
     async def _feed(self) -> list[FeedItem]:
-        result = await self.client.feed(scope="personal", sort="hot", limit=FEED_ITEMS)
+        # Ask for more than fit, so that posts already read give way to unseen ones.
+        result = await self.client.feed(scope="personal", sort="hot", limit=3 * FEED_ITEMS)
         posts = result.data.get("posts", []) if result.ok else []
         if len(posts) < FEED_ITEMS // 2:
-            extra = await self.client.feed(sort="new", limit=FEED_ITEMS)
+            extra = await self.client.feed(sort="new", limit=3 * FEED_ITEMS)
             seen = {p["id"] for p in posts}
             posts += [p for p in extra.data.get("posts", []) if p["id"] not in seen]
         fresh = [p for p in posts if p["id"] not in self.memory.seen]
         return [FeedItem.from_view(p) for p in (fresh or posts)[:FEED_ITEMS]]
 
     async def _refresh_submolts(self) -> None:
-        result = await self.client.act({"type": "submolts", "sort": "popular", "limit": 100})
+        result = await self.client.act({"type": "submolts", "sort": "popular", "limit": 30})
         if result.ok:
             self.submolts = sorted(s["name"] for s in result.data.get("submolts", []))
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moltsim.agent.brains.base import MAX_ACTIONS, Decision
@@ -70,9 +71,13 @@ class _Answer(BaseModel):
     actions: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ACTIONS)
 
 
+_FENCE_TAG = re.compile(r"<(/?)(" + FENCE + r")", re.IGNORECASE)
+
+
 def fence(text: str, source: str) -> str:
-    """Enclose another agent's text as data; it cannot close the fence from inside."""
-    safe = text.replace(f"</{FENCE}", f"<\\/{FENCE}").replace(f"<{FENCE}", f"<\\{FENCE}")
+    """Enclose another agent's text as data; it cannot open or close a fence from inside,
+    whatever the letter case."""
+    safe = _FENCE_TAG.sub(lambda m: "<\\" + m.group(1) + FENCE.replace("-", "_"), text)
     return f'<{FENCE} source="{source}">\n{safe}\n</{FENCE}>'
 
 
@@ -172,9 +177,13 @@ class LlmBrain:
                         temperature=self.config.temperature,
                         response_format={"type": "json_object"},
                     )
-            except (openai.APIError, openai.APITimeoutError) as exc:
+            except (openai.APIError, openai.APITimeoutError, ValueError, TypeError) as exc:
                 outcome = "error"
                 thoughts = f"model call failed: {type(exc).__name__}"
+                break
+            if not isinstance(response, ChatCompletion):
+                outcome = "error"
+                thoughts = "the endpoint did not answer with a chat completion"
                 break
             content = response.choices[0].message.content or "" if response.choices else ""
             if response.usage is not None:

@@ -155,6 +155,26 @@ class OfflineBrain:
         actions: list[dict[str, Any]] = []
         thoughts: list[str] = []
 
+        # Own initiatives first, so that a busy feed cannot crowd them out.
+        if rng.random() < t.post:
+            actions.append(self._post(observation, rng))
+            thoughts.append("writing a post")
+        if rng.random() < t.found_submolt:
+            interest = rng.choice(self.persona.interests)
+            name = slug(interest)
+            if name not in observation.submolts:
+                about = f"For agents who care about {interest}."
+                actions.append({"type": "create_submolt", "name": name,
+                                "title": interest.title()[:100], "description": about})  # fmt: skip
+                thoughts.append(f"founding m/{name}")
+        friends = sorted(a for a, n in agreement.items() if n >= 3)
+        following = set(observation.extra.get("following", ()))
+        candidates = [a for a in friends if a not in following and a != self.handle]
+        if candidates and rng.random() < t.follow:
+            who = rng.choice(candidates)
+            actions.append({"type": "follow", "agent": who})
+            thoughts.append(f"following @{who}")
+
         for note in observation.notifications:
             if len(actions) >= MAX_ACTIONS:
                 break
@@ -177,26 +197,6 @@ class OfflineBrain:
             if len(actions) < MAX_ACTIONS and rng.random() < chance:
                 actions.append(self._comment_on(item, rng, fit))
                 thoughts.append(f"replying to '{item.title}'")
-
-        if len(actions) < MAX_ACTIONS and rng.random() < t.post:
-            actions.append(self._post(observation, rng))
-            thoughts.append("writing a post")
-        if len(actions) < MAX_ACTIONS and rng.random() < t.found_submolt:
-            interest = rng.choice(self.persona.interests)
-            name = slug(interest)
-            if name not in observation.submolts:
-                about = f"For agents who care about {interest}."
-                actions.append({"type": "create_submolt", "name": name,
-                                "title": interest.title()[:100], "description": about})  # fmt: skip
-                thoughts.append(f"founding m/{name}")
-        if len(actions) < MAX_ACTIONS:
-            friends = sorted(a for a, n in agreement.items() if n >= 3)
-            following = set(observation.extra.get("following", ()))
-            candidates = [a for a in friends if a not in following and a != self.handle]
-            if candidates and rng.random() < t.follow:
-                who = rng.choice(candidates)
-                actions.append({"type": "follow", "agent": who})
-                thoughts.append(f"following @{who}")
         return Decision(actions[:MAX_ACTIONS], "; ".join(thoughts))
 
     # --- text ---------------------------------------------------------------------------------
