@@ -7,8 +7,9 @@ import binascii
 import json
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 
 def canonical_bytes(fields: dict[str, Any]) -> bytes:
@@ -46,24 +47,36 @@ class Signer:
         return f"Signer(public_key={self.public_key.hex()[:16]}…)"
 
 
+def verify_key(public_key: bytes) -> VerifyKey:
+    """A key object for fast verification.
+
+    Keys are made and used for signing with ``cryptography``; verification, the engine's hot
+    path, goes through libsodium (PyNaCl), which checks Ed25519 signatures about twice as fast.
+    """
+    return VerifyKey(public_key)
+
+
+def verify(key: VerifyKey, fields: dict[str, Any], sig: str) -> bool:
+    """Whether ``sig`` (base64) signs the canonical JSON of ``fields`` under ``key``."""
+    try:
+        key.verify(canonical_bytes(fields), base64.b64decode(sig, validate=True))
+    except (BadSignatureError, binascii.Error, ValueError):
+        return False
+    return True
+
+
 class Verifier:
     """Verifies signatures against registered public keys (cached as key objects)."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, VerifyKey] = {}
 
     def add(self, agent: str, public_key: bytes) -> None:
-        self._keys[agent] = Ed25519PublicKey.from_public_bytes(public_key)
+        self._keys[agent] = verify_key(public_key)
 
     def __contains__(self, agent: str) -> bool:
         return agent in self._keys
 
     def verify(self, agent: str, fields: dict[str, Any], sig: str) -> bool:
         key = self._keys.get(agent)
-        if key is None:
-            return False
-        try:
-            key.verify(base64.b64decode(sig, validate=True), canonical_bytes(fields))
-        except (InvalidSignature, binascii.Error, ValueError):
-            return False
-        return True
+        return key is not None and verify(key, fields, sig)

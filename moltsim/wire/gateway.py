@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -27,7 +25,7 @@ from moltsim.domain.envelope import HELLO_SEQ, MAX_ENVELOPE_BYTES, Envelope
 from moltsim.domain.errors import ErrorCode, Refusal
 from moltsim.domain.results import Outcome
 from moltsim.engine.service import Engine, Submission
-from moltsim.identity.signing import canonical_bytes
+from moltsim.identity.signing import verify, verify_key
 
 SEQ_WINDOW = 256
 """How many recent sequence numbers per agent are remembered (duplicates within it get the
@@ -108,7 +106,7 @@ class Gateway:
         self.engine = engine
         self.now = now
         """A callable returning the current sim time (the engine's clock)."""
-        self._keys: dict[int, Ed25519PublicKey] = {}
+        self._keys: dict[int, VerifyKey] = {}
         self._seqs: dict[int, _SeqState] = {}
 
     @classmethod
@@ -286,14 +284,10 @@ class Gateway:
     def _verify(self, agent_id: int, public_key: bytes, envelope: Envelope) -> bool:
         key = self._keys.get(agent_id)
         if key is None:
-            key = self._keys[agent_id] = Ed25519PublicKey.from_public_bytes(public_key)
+            key = self._keys[agent_id] = verify_key(public_key)
         fields = {"v": envelope.v, "agent": envelope.agent, "seq": envelope.seq,
                   "action": envelope.action}  # fmt: skip
-        try:
-            key.verify(base64.b64decode(envelope.sig, validate=True), canonical_bytes(fields))
-        except (InvalidSignature, binascii.Error, ValueError):
-            return False
-        return True
+        return verify(key, fields, envelope.sig)
 
 
 def _first_error(exc: ValidationError) -> str:
