@@ -43,6 +43,13 @@ class Signer:
         fields["sig"] = self.sign(fields)
         return fields
 
+    def envelope_bytes(self, agent: str, seq: int, action: dict[str, Any]) -> bytes:
+        """The signed envelope as JSON bytes: the canonical bytes with ``sig`` appended, so the
+        fields are serialised once."""
+        signed = canonical_bytes({"v": 1, "agent": agent, "seq": seq, "action": action})
+        sig = base64.b64encode(self._key.sign(signed))
+        return signed[:-1] + b',"sig":"' + sig + b'"}'
+
     def __repr__(self) -> str:
         return f"Signer(public_key={self.public_key.hex()[:16]}…)"
 

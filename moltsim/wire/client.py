@@ -81,8 +81,8 @@ class AgentClient:
         async with self._lock:
             self.seq += 1
             seq = self.seq
-        envelope = self.credentials.signer.envelope(self.handle, seq, body)
-        return await self.pool.request(self.handle, seq, to_json(envelope))
+        envelope = self.credentials.signer.envelope_bytes(self.handle, seq, body)
+        return await self.pool.request(self.handle, seq, envelope)
 
     async def hello(self) -> int:
         """Learn the last seq the engine saw from this agent, and continue after it."""
@@ -235,14 +235,16 @@ class PoolClient:
     async def request(self, agent: str, seq: int, payload: bytes) -> Result:
         """Publish an envelope and wait for its reply, resending it on silence."""
         key = (agent, seq)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[key] = future
+        loop = asyncio.get_running_loop()
         self._unsent[key] = payload
         try:
             for attempt in range(self.retries + 1):
+                future: asyncio.Future[dict[str, Any]] = loop.create_future()
+                self._waiting[key] = future  # a late reply to any attempt resolves it
                 await self._send(agent, key, payload)
                 try:
-                    body = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        body = await future
                     return Result.from_reply(body)
                 except TimeoutError:
                     log.info(
