@@ -157,7 +157,7 @@ async def _engine(
         stepped = SteppedClock(start=first, tick_s=tick, tick=done)
         now = stepped.now
     else:
-        now = RealtimeClock(start=begin, speed=speed).now
+        now = RealtimeClock(start=begin, speed=speed, until=until).now
     gateway = await Gateway.open(engine, now)
     server = EngineServer(gateway, address, accounts, speed=speed, stepped=stepped, until=until)
     stop = asyncio.Event()
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second")
     p.add_argument("--start", type=float, help="sim time to start from (epoch seconds)")
     p.add_argument("--tick", type=float, help="stepped clock: sim seconds per tick")
-    p.add_argument("--until", type=float, help="stepped clock: stop at this sim time")
+    p.add_argument("--until", type=float, help="the end of the run: the clock stops there")
 
     p = commands.add_parser(
         "broker-config",

@@ -29,13 +29,16 @@ def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
     if not keys:
         return None
     table_path, key = keys[:-1], keys[-1]
+    # The index of an array-of-tables entry ([[agents]] number N) picks its Nth header.
+    nth = next((k for k in loc if isinstance(k, int)), 0)
     start, end, header_line = 0, len(lines), None
     any_header = re.compile(r"^\s*\[")
     for depth in range(len(table_path), 0, -1):
         header = re.compile(
             r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, table_path[:depth])) + r"\s*\]\]?"
         )
-        found = next((i for i, line in enumerate(lines) if header.match(line)), None)
+        matches = [i for i, line in enumerate(lines) if header.match(line)]
+        found = matches[min(nth, len(matches) - 1)] if matches else None
         if found is not None:
             start, header_line = found + 1, found + 1
             end = next(

@@ -105,11 +105,15 @@ class Pool:
         if client.mode == "stepped":
             await self._run_stepped(stop)
             return
+        await self._run_realtime(stop)
+
+    async def _run_realtime(self, stop: asyncio.Event) -> None:
+        client = self.client
         now = client.sim_now() or 0.0
         due: list[tuple[float, int]] = [(r.first_wake(now), i) for i, r in enumerate(self.runtimes)]
         heapq.heapify(due)
         busy: set[asyncio.Task[None]] = set()
-        while not stop.is_set() and client.run_state != "stopped":
+        while not stop.is_set() and client.run_state not in ("stopped", "finished"):
             now = client.sim_now() or now
             while due and due[0][0] <= now:
                 _, index = heapq.heappop(due)
@@ -130,9 +134,15 @@ class Pool:
         client = self.client
         due: list[tuple[float, int]] | None = None
         done_tick = -1
+        restarts = client.engine_restarts
+        sent = 0
         while not stop.is_set() and client.run_state == "running":
             client.tick_changed.clear()
             tick, now = client.tick_number, client.sim_time
+            if client.engine_restarts != restarts and tick == done_tick:
+                # A restarted engine lost track of this tick: say again that we are done.
+                restarts = client.engine_restarts
+                await client.finish_step(tick, sent)
             if tick > done_tick and now is not None:
                 outstanding = [t for r in self.runtimes for t in r.pending]
                 for runtime in self.runtimes:

@@ -24,6 +24,8 @@ class Child:
     started_at: float = 0.0
     backoff: float = 0.5
     stopped: bool = field(default=False)
+    finished_ok: bool = False
+    """A clean exit (code 0) is the end, not a crash: set once the run is finishing."""
 
     def start(self) -> None:
         out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -49,6 +51,8 @@ class Child:
         if code is None:
             if now - self.started_at > 30:
                 self.backoff = 0.5  # healthy for a while: forget past crashes
+            return None
+        if code == 0 and self.finished_ok:
             return None
         if self.next_start == 0.0:
             self.next_start = now + self.backoff

@@ -45,17 +45,21 @@ def _persona_files(scenario: Scenario, path: Path) -> list[Path]:
 def plan_agents(scenario: Scenario, path: Path) -> list[PlannedAgent]:
     """Every agent of the run, with unique handles (copies get ``_2``, ``_3``...)."""
     base = path.resolve().parent
-    taken: dict[str, int] = {}
     cache: dict[Path, Persona] = {}
     planned: list[PlannedAgent] = []
+    used: set[str] = set()
     for group in scenario.agents:
         for file in resolve_personas(base, group.personas):
             persona = cache.get(file) or cache.setdefault(file, load_persona(file))
             brain = persona.brain or group.brain
             for _ in range(group.count):
-                n = taken.get(persona.handle.lower(), 0) + 1
-                taken[persona.handle.lower()] = n
-                suffix = "" if n == 1 else f"_{n}"
-                handle = persona.handle[: 32 - len(suffix)] + suffix
+                n = 1
+                while True:
+                    suffix = "" if n == 1 else f"_{n}"
+                    handle = persona.handle[: 32 - len(suffix)] + suffix
+                    if handle.lower() not in used:
+                        break
+                    n += 1
+                used.add(handle.lower())
                 planned.append(PlannedAgent(handle, persona, brain, group.heartbeat, group.join_at))
     return planned

@@ -27,6 +27,7 @@ from moltsim.agent.pool import AgentSpec, PoolManifest
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import write_credentials
 from moltsim.identity.signing import Signer
+from moltsim.logs import JsonFormatter
 from moltsim.runfolder import RunFolder
 from moltsim.scenario.children import Child
 from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
@@ -199,6 +200,10 @@ class Runner:
             self._preflight(scenario)
             folder, pools = await self._create(scenario)
         self.folder = folder
+        handler = logging.FileHandler(folder.logs / "run.jsonl")
+        handler.setFormatter(JsonFormatter())
+        logging.getLogger().addHandler(handler)
+        log.info("run %s in %s", scenario.name, folder.path)
         accounts = folder.accounts()
         broker: EmbeddedBroker | None = None
         if self.broker_url is None:
@@ -217,8 +222,8 @@ class Runner:
             ["--log-file", str(folder.logs / "engine.jsonl"),
              "engine", "--db", str(folder.path), "--broker", address.url,
              "--speed", str(clock.speed), "--start", str(clock.start),
-             *(["--tick", str(clock.tick), "--until", str(end)]
-               if clock.mode == "stepped" else [])],
+             "--until", str(end),
+             *(["--tick", str(clock.tick)] if clock.mode == "stepped" else [])],
             folder.logs / "engine.out",
         )  # fmt: skip
         children = [engine]
@@ -253,6 +258,9 @@ class Runner:
                     task = progress.add_task("sim", total=clock.duration)
                     while not self._stop.is_set():
                         now = self._sim_now or clock.start
+                        if self._run_state == "finished":
+                            for child in children:
+                                child.finished_ok = True
                         for child in children:
                             if note := child.supervise():
                                 log.warning(note)
@@ -291,7 +299,21 @@ class Runner:
             if broker is not None:
                 broker.stop()
         stats = self._stats(folder, scenario)
+        log.info(
+            "run stopped: %s",
+            self.stop_reason or "stopped",
+            extra={
+                "posts": stats.posts,
+                "comments": stats.comments,
+                "actions": stats.actions,
+                "refused": stats.refused,
+                "tokens": stats.tokens,
+                "cost_usd": stats.cost_usd,
+            },
+        )
         self._summary(folder, scenario, stats, started)
+        logging.getLogger().removeHandler(handler)
+        handler.close()
         return 0
 
     def _interrupt(self) -> None:

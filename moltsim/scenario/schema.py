@@ -94,9 +94,10 @@ class AgentGroup(_Section):
     @classmethod
     def _files_exist(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
         base = (info.context or {}).get("base", Path.cwd())
-        for pattern in patterns:
-            if not resolve_personas(base, [pattern]):
-                raise ValueError(f"{pattern!r} matches no persona file (relative to {base})")
+        missing = [p for p in patterns if not resolve_personas(base, [p])]
+        if missing:
+            names = ", ".join(repr(p) for p in missing)
+            raise ValueError(f"{names} match(es) no persona file (relative to {base})")
         return patterns
 
 

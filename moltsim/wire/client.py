@@ -193,6 +193,9 @@ class PoolClient:
         self.tick_received = asyncio.Event()
         self.tick_changed = asyncio.Event()
         """Set whenever a stepped tick with a new number arrives."""
+        self.engine_epoch = ""
+        self.engine_restarts = 0
+        self._resends: set[asyncio.Task[None]] = set()
         self._flushed = asyncio.Event()
         self._flushed.set()
         self._tick_at = 0.0
@@ -330,6 +333,19 @@ class PoolClient:
                     return
             self._flushed.set()
 
+    def _resend_unanswered(self) -> None:
+        if self.batch:
+            self._outbox.extend(self._unsent.values())
+            self._flushed.clear()
+            self._outbox_ready.set()
+            return
+        mqtt = self._mqtt
+        if mqtt is not None:
+            for (agent, _seq), payload in list(self._unsent.items()):
+                task = asyncio.create_task(mqtt.publish(self.topics.act(agent), payload, qos=1))
+                self._resends.add(task)
+                task.add_done_callback(self._resends.discard)
+
     async def finish_step(self, tick: int, sent: int) -> None:
         """Tell the engine this pool is done with stepped ``tick`` after ``sent`` writes."""
         if self.batch:
@@ -359,9 +375,17 @@ class PoolClient:
             self.run_state = str(tick.get("state", "running"))
             self.mode = str(tick.get("mode", "realtime"))
             number = int(tick.get("tick", -1))
+            epoch = str(tick.get("epoch", ""))
         except (ValueError, KeyError, TypeError):
             return
-        if number != self.tick_number or self.run_state != "running":
+        if epoch != self.engine_epoch:
+            if self.engine_epoch:
+                # The engine restarted: what it had not answered may be lost; send it again
+                # now rather than after the timeout, and repeat our part of the current tick.
+                self.engine_restarts += 1
+                self._resend_unanswered()
+            self.engine_epoch = epoch
+        if number != self.tick_number or self.run_state != "running" or self.engine_restarts:
             self.tick_number = number
             self.tick_changed.set()
         self._tick_at = time.monotonic()

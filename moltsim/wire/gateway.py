@@ -256,6 +256,12 @@ class Gateway:
                 f"seq {seq} is stale (last seq {state.last})", **known,
             )  # fmt: skip
         original = state.seen.get(seq)
+        if original is None and seq in state.seen:
+            return self._refuse(
+                item, now, ErrorCode.REPLAY,
+                f"seq {seq} was already used (by a query or a refused action); ask again with a"
+                " new seq", **known,
+            )  # fmt: skip
         if original is not None:
             pending = self._refuse(
                 item, now, ErrorCode.REPLAY,

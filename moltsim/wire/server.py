@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections import defaultdict
 from typing import Any
 
@@ -56,9 +57,12 @@ class EngineServer:
         self.state = "running"
         self.processed = 0
         self.stepped = stepped
+        self.epoch = secrets.token_hex(4)
+        """Changes whenever the engine restarts, so pools know to resend unanswered writes."""
         self.until = until
         self.step_timeout = step_timeout
         self._held: list[Inbound] = []
+        self._held_keys: set[tuple[Any, Any] | None] = set()
         self._received: dict[str, int] = {}
         self._done: dict[str, tuple[int, int]] = {}
         self._step_news = asyncio.Event()
@@ -232,6 +236,10 @@ class EngineServer:
                 self._inbox.append(item)
                 continue
             item.parsed = body
+            key = (body.get("agent"), body.get("seq")) if isinstance(body, dict) else None
+            if key in self._held_keys:
+                continue  # a resend of a write already waiting for the end of the tick
+            self._held_keys.add(key)
             self._held.append(item)
             pool = item.pool
             if pool is None and item.topic_agent is not None:
@@ -276,6 +284,7 @@ class EngineServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._step_news.wait(), 0.5)
             held, self._held = self._held, []
+            self._held_keys.clear()
             for pool in self._received:
                 self._received[pool] = 0
             held.sort(key=_order)
@@ -301,12 +310,15 @@ class EngineServer:
 
     async def _tick(self, mqtt: aiomqtt.Client) -> None:
         while True:
+            if self.until is not None and self.gateway.now() >= self.until:
+                self.state = "finished"  # pools stop; the runner stops everything
             await self._publish_tick(mqtt)
             await asyncio.sleep(self.tick_interval)
 
     async def _publish_tick(self, mqtt: aiomqtt.Client) -> None:
         payload: dict[str, Any] = {
             "sim_time": self.gateway.now(), "state": self.state, "speed": self.speed,
+            "epoch": self.epoch,
         }  # fmt: skip
         if self.stepped is not None:
             payload |= {"mode": "stepped", "tick": self.stepped.tick, "speed": 0.0}

@@ -128,7 +128,6 @@ BUG_NO_RUNNER_LOG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NO_RUNNER_LOG)
 def test_the_restart_is_recorded_in_the_run_logs(engine_killed: EngineKilled) -> None:
     records = [
         json.loads(line)
@@ -229,7 +228,6 @@ BUG_STEPPED_RESTART_STALLS = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_STEPPED_RESTART_STALLS)
 def test_a_stepped_run_keeps_ticking_after_an_engine_restart(tmp_path: Path) -> None:
     scenario = tmp_path / "stepped.toml"
     scenario.write_text(scenario_toml("step-kill", mode="stepped", duration="12h", tick="10m"))

@@ -183,7 +183,6 @@ BUG_REALTIME_OVERSHOOT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_REALTIME_OVERSHOOT)
 def test_a_realtime_run_records_nothing_after_the_scenarios_end(tmp_path: Path) -> None:
     scenario = tmp_path / "fast.toml"
     scenario.write_text(

@@ -312,7 +312,6 @@ BUG_ARRAY_ENTRY_LINES = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_ARRAY_ENTRY_LINES)
 def test_problems_in_later_array_entries_point_at_their_own_lines(tmp_path: Path) -> None:
     text = f"""\
 name = "x"
@@ -345,7 +344,6 @@ BUG_FIRST_MISSING_PERSONA_ONLY = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_FIRST_MISSING_PERSONA_ONLY)
 def test_every_missing_persona_file_of_a_group_is_listed(tmp_path: Path) -> None:
     path = write(tmp_path, 'name = "x"\n[[agents]]\npersonas = ["one.toml", "two.toml"]\n')
     with pytest.raises(ConfigError) as caught:
@@ -467,7 +465,6 @@ BUG_HANDLE_COLLISION = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_HANDLE_COLLISION)
 def test_copies_never_collide_with_another_personas_handle(tmp_path: Path) -> None:
     files = [persona_copy(tmp_path, "echo"), persona_copy(tmp_path, "echo_2", FRESH)]
     handles = planned_handles(tmp_path, [(files, 2)])

@@ -274,11 +274,12 @@ async def test_a_pool_cannot_pass_another_pools_agent_through_its_own_topics(
     rows = scene.refusals("not_your_agent")
     assert [(r.agent_id, r.seq) for r in rows] == [(scene.id("carol"), seq)] * 2
     scene.assert_forum_unchanged()
-    await assert_serving(scene)
 
     # The smuggled envelope burnt none of carol's seqs: her own pool can still use it.
     await pool2.publish(t.act("carol"), encode(genuine))
-    assert (await pool2.receive(t.reply("carol"), where=seq_is(seq)))["ok"] is True
+    final = await pool2.receive(t.reply("carol"), where=seq_is(seq))
+    assert final["ok"] is True, (final.get("code"), final.get("message"))
+    await assert_serving(scene)
 
 
 async def test_a_pool_cannot_read_another_pools_replies_or_the_events(scene: Scene) -> None:
