@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from moltsim.agent.persona import Persona, load_persona
 from moltsim.scenario.schema import Scenario, resolve_personas
@@ -21,24 +23,40 @@ class PlannedAgent:
 
 
 def load_scenario(path: Path) -> Scenario:
-    """The scenario and every persona it names, checked; :class:`ConfigError` lists it all."""
-    scenario = load_toml(path, Scenario, context={"base": path.resolve().parent})
+    """The scenario and every persona it names, checked; :class:`ConfigError` lists it all,
+    the scenario's own problems and its persona files' together."""
+    base = path.resolve().parent
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw = None  # load_toml reports it
+    context = {"base": base, "has_llm": isinstance(raw, dict) and "llm" in raw}
     problems: list[str] = []
-    for file in _persona_files(scenario, path):
+    scenario: Scenario | None = None
+    try:
+        scenario = load_toml(path, Scenario, context=context)
+    except ConfigError as exc:
+        if raw is None:
+            raise
+        problems += exc.problems
+    for file in _persona_files(raw, base):
         try:
             load_persona(file)
         except ConfigError as exc:
             problems += [f" persona {file}:{p.lstrip()}" for p in exc.problems]
-    if problems:
+    if problems or scenario is None:
         raise ConfigError(path, problems)
     return scenario
 
 
-def _persona_files(scenario: Scenario, path: Path) -> list[Path]:
-    base = path.resolve().parent
+def _persona_files(raw: Any, base: Path) -> list[Path]:
+    """Persona files named by the raw TOML's agent groups (even if the scenario is invalid)."""
     files: list[Path] = []
-    for group in scenario.agents:
-        files += [f for f in resolve_personas(base, group.personas) if f not in files]
+    groups = raw.get("agents") if isinstance(raw, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        patterns = group.get("personas") if isinstance(group, dict) else None
+        if isinstance(patterns, list) and all(isinstance(p, str) for p in patterns):
+            files += [f for f in resolve_personas(base, patterns) if f not in files]
     return files
 
 

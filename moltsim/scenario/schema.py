@@ -90,6 +90,13 @@ class AgentGroup(_Section):
     join_at: Offset = 0.0
     """Sim time after the start when this group joins (0: at the start)."""
 
+    @field_validator("brain")
+    @classmethod
+    def _llm_configured(cls, brain: str, info: ValidationInfo) -> str:
+        if brain == "openai" and (info.context or {}).get("has_llm") is False:
+            raise ValueError("agents with the openai brain need an [llm] section")
+        return brain
+
     @field_validator("personas")
     @classmethod
     def _files_exist(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
@@ -161,8 +168,11 @@ class Scenario(_Section):
     """How many agents one pool process hosts."""
 
     @model_validator(mode="after")
-    def _llm_when_needed(self) -> Self:
-        if any(g.brain == "openai" for g in self.agents) and self.llm is None:
+    def _llm_when_needed(self, info: ValidationInfo) -> Self:
+        # Loaded from a file, each group reports this itself (with its line); this catches
+        # scenarios built in code.
+        checked = (info.context or {}).get("has_llm") is not None
+        if not checked and any(g.brain == "openai" for g in self.agents) and self.llm is None:
             raise ValueError("agents use the openai brain: add an [llm] section")
         return self
 

@@ -199,14 +199,6 @@ def test_busy_hours_get_more_wakes_than_quiet_ones() -> None:
     assert busy > 1.15 * (len(hours) - busy)
 
 
-WAKE_BUG = (
-    "BUG: runtime.py Wake.next_after (lines 38-47) draws candidates only within "
-    "[0.5, 1.5] x interval after now and, when all 12 are rejected, returns the last one "
-    "anyway, so an agent wakes at hours whose activity is 0 whenever no active hour is in "
-    "reach (bare_minimum: ~70% of its wakes)"
-)
-
-
 @pytest.mark.parametrize(
     ("who", "hours"),
     [(only_at(3), {3}), (persona("bare_minimum"), {7, 21})],

@@ -121,13 +121,6 @@ def test_a_killed_engine_loses_and_doubles_nothing(engine_killed: EngineKilled) 
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-BUG_NO_RUNNER_LOG = (
-    "BUG: the runner's own log (child exits, restarts, stop reason) goes only to the console:"
-    " cli.main sets up logging without a file for 'run' and Runner.run never adds a JSON"
-    " handler on folder.logs, so logs/ has no record of the restart"
-)
-
-
 def test_the_restart_is_recorded_in_the_run_logs(engine_killed: EngineKilled) -> None:
     records = [
         json.loads(line)
@@ -218,14 +211,6 @@ def test_a_resumed_run_is_consistent(resumed: Resumed) -> None:
 
 
 # --- a stepped engine restart ---------------------------------------------------------------
-
-
-BUG_STEPPED_RESTART_STALLS = (
-    "BUG: a restarted stepped engine (wire/server.py EngineServer) starts with empty _done"
-    " and _received and resumes at the tick the pools already finished; pools send"
-    " finish_step only for a new tick number (agent/pool.py Pool._run_stepped) and resend"
-    " lost writes only after their 10 s timeout, so the clock stalls until step_timeout (60 s)"
-)
 
 
 def test_a_stepped_run_keeps_ticking_after_an_engine_restart(tmp_path: Path) -> None:

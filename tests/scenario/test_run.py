@@ -176,13 +176,6 @@ def test_another_seed_gives_another_run(smoke: dict[str, Finished]) -> None:
         assert problems(conn) == []
 
 
-BUG_REALTIME_OVERSHOOT = (
-    "BUG: in realtime mode nothing stops the clock at the scenario's end: the runner polls"
-    " the tick every 0.5 s wall (runner.py Runner.run) and then stops pools that still act,"
-    " and the engine gets no --until, so the ledger holds actions after the end"
-)
-
-
 def test_a_realtime_run_records_nothing_after_the_scenarios_end(tmp_path: Path) -> None:
     scenario = tmp_path / "fast.toml"
     scenario.write_text(

@@ -189,11 +189,6 @@ def test_run_refuses_a_bad_scenario_before_anything_starts(tmp_path: Path) -> No
     assert not (tmp_path / "runs").exists()
 
 
-BUG_LLM_CHECK_NO_LOCATION = (
-    "BUG: Scenario._llm_when_needed (scenario/schema.py) is a model-level validator: its"
-    " error has no field path and no line ('(file)')"
-)
-
 OPENAI_WITHOUT_LLM = f"""\
 name = "no-llm"
 
@@ -235,8 +230,7 @@ brain = "openai"
         pytest.param('name = "x"\n[[agents]]\npersonas = ["P"]\n[[events]]\nat = "1h"\n'
                      'kind = "objection"\n', "events.0", "[[events]]", id="event-missing-agent"),
         pytest.param(OPENAI_WITHOUT_LLM.replace(str(NITPICK), "P"), "agents.0.brain", "brain",
-                     id="openai-brain-without-llm",
-                     marks=pytest.mark.xfail(strict=True, reason=BUG_LLM_CHECK_NO_LOCATION)),
+                     id="openai-brain-without-llm"),
     ],
 )  # fmt: skip
 def test_each_problem_names_its_field_and_line(
@@ -289,14 +283,6 @@ def test_run_refuses_a_bad_duration_override(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-BUG_LLM_CHECK_SKIPPED = (
-    "BUG: the openai-without-[llm] check is a mode='after' model validator"
-    " (scenario/schema.py Scenario._llm_when_needed); pydantic skips it when any field"
-    " failed, so it is not listed with the other problems"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_LLM_CHECK_SKIPPED)
 def test_openai_without_llm_is_listed_with_the_other_problems(tmp_path: Path) -> None:
     path = write(tmp_path, OPENAI_WITHOUT_LLM + "colour = 1\n")
     with pytest.raises(ConfigError) as caught:
@@ -304,12 +290,6 @@ def test_openai_without_llm_is_listed_with_the_other_problems(tmp_path: Path) ->
     text = " ".join(caught.value.problems)
     assert "agents.0.colour" in text
     assert "[llm]" in text
-
-
-BUG_ARRAY_ENTRY_LINES = (
-    "BUG: tomlfile._line_of drops the list index of the field path, so a problem in the"
-    " 2nd [[agents]] / [[submolts]] entry is reported at the line of the 1st entry"
-)
 
 
 def test_problems_in_later_array_entries_point_at_their_own_lines(tmp_path: Path) -> None:
@@ -338,12 +318,6 @@ count = "many"
     assert problems["submolts.1.name"][0] == line_of(text, "Not A Valid"), caught.value.problems
 
 
-BUG_FIRST_MISSING_PERSONA_ONLY = (
-    "BUG: AgentGroup._files_exist (scenario/schema.py) raises at the first pattern that"
-    " matches nothing, so the other missing persona files of the group are not listed"
-)
-
-
 def test_every_missing_persona_file_of_a_group_is_listed(tmp_path: Path) -> None:
     path = write(tmp_path, 'name = "x"\n[[agents]]\npersonas = ["one.toml", "two.toml"]\n')
     with pytest.raises(ConfigError) as caught:
@@ -352,13 +326,6 @@ def test_every_missing_persona_file_of_a_group_is_listed(tmp_path: Path) -> None
     assert "one.toml" in text and "two.toml" in text
 
 
-BUG_PERSONAS_CHECKED_LATE = (
-    "BUG: load_scenario (scenario/load.py) checks persona files only after the scenario"
-    " itself validated, so a broken persona is not listed with the scenario's own problems"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_PERSONAS_CHECKED_LATE)
 def test_persona_problems_are_listed_with_scenario_problems(tmp_path: Path) -> None:
     persona = tmp_path / "broken.toml"
     persona.write_text(NITPICK.read_text().replace('tone = "', 'tone = 5 #"', 1))
@@ -457,12 +424,6 @@ def test_handles_differing_only_in_case_stay_distinct(tmp_path: Path) -> None:
     files = [persona_copy(tmp_path, "Echo"), persona_copy(tmp_path, "echo", FRESH)]
     handles = planned_handles(tmp_path, [(files, 2)])
     assert_valid_handles(handles)
-
-
-BUG_HANDLE_COLLISION = (
-    "BUG: plan_agents (scenario/load.py) numbers copies per base handle only: a copy"
-    " 'echo_2' collides with a persona whose own handle is 'echo_2'"
-)
 
 
 def test_copies_never_collide_with_another_personas_handle(tmp_path: Path) -> None:
