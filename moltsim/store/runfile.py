@@ -6,8 +6,10 @@ through :func:`moltsim.store.reader.open_readonly`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -27,9 +29,12 @@ WRITER_PRAGMAS = (
     "PRAGMA busy_timeout = 5000",
     "PRAGMA cache_size = -65536",
     "PRAGMA temp_store = MEMORY",
-    "PRAGMA wal_autocheckpoint = 16384",
+    # Commits never checkpoint inline: a checkpointer on its own connection does (see below).
+    "PRAGMA wal_autocheckpoint = 0",
 )
 
+
+log = logging.getLogger("moltsim.store")
 
 WAL_RESTART_BYTES = 128 * 1024 * 1024
 
@@ -44,8 +49,8 @@ class RunFile:
     def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
         self.path = path
         self._conn = conn
-        self._last_checkpoint = time.monotonic()
-        self.checkpoint_interval_s = 2.0
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.checkpoint_interval_s = 1.0
 
     @classmethod
     async def open(cls, path: str | Path, *, create: bool = True) -> RunFile:
@@ -113,24 +118,34 @@ class RunFile:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
-        if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
-            await self.checkpoint()
+        if self._checkpointer is None:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
 
-    async def checkpoint(self) -> None:
+    async def _checkpoint_loop(self) -> None:
+        """Checkpoint on a connection (and thread) of its own, so commits never wait for one."""
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 200")
+            while True:
+                await asyncio.sleep(self.checkpoint_interval_s)
+                try:
+                    await self.checkpoint(conn)
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint failed: %s", exc)
+        finally:
+            await conn.close()
+
+    async def checkpoint(self, conn: aiosqlite.Connection | None = None) -> None:
         """Fold the WAL back into the database so that busy readers cannot make it grow forever.
 
         A passive checkpoint never waits; only when the WAL has grown large anyway (readers kept
         it pinned) does a RESTART wait, briefly, for readers to move to the new snapshot."""
-        self._last_checkpoint = time.monotonic()
-        await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn = conn or self._conn
+        await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         wal = self.path.with_name(self.path.name + "-wal")
         with contextlib.suppress(OSError):
             if wal.stat().st_size > WAL_RESTART_BYTES:
-                await self._conn.execute("PRAGMA busy_timeout = 200")
-                try:
-                    await self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
-                finally:
-                    await self._conn.execute("PRAGMA busy_timeout = 5000")
+                await conn.execute("PRAGMA wal_checkpoint(RESTART)")
 
     async def set_meta(self, **values: Any) -> None:
         rows = [
@@ -142,6 +157,10 @@ class RunFile:
         )
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         try:
             await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

@@ -284,11 +284,14 @@ class PoolClient:
                 async with mqtt_client(
                     self.address, self.account, self.password, identifier=self.identifier
                 ) as mqtt:
-                    for handle in self.agents:
-                        await mqtt.subscribe(self.topics.reply(handle), qos=1)
+                    # One SUBSCRIBE for everything; a batching pool gets all its replies on
+                    # its batch topic, so it needs no per-agent subscription.
+                    topics: list[tuple[str, int]] = [(self.topics.tick, 0)]
                     if self.batch:
-                        await mqtt.subscribe(self.topics.reply_batch(self.account), qos=1)
-                    await mqtt.subscribe(self.topics.tick, qos=0)
+                        topics.append((self.topics.reply_batch(self.account), 1))
+                    else:
+                        topics += [(self.topics.reply(handle), 1) for handle in self.agents]
+                    await mqtt.subscribe(topics)
                     self._mqtt = mqtt
                     self.connected.set()
                     backoff = 0.1
