@@ -220,6 +220,7 @@ Moderate = Annotated[
     PinPost | UnpinPost | RemovePost | RemoveComment | AddModerator | RemoveModerator,
     Field(discriminator="op"),
 ]
+"""Moderation: one ``type`` ("moderate"), told apart by ``op``."""
 
 # --- queries ----------------------------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class ListSubmolts(_Action):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
 
 
-WriteAction = (
+_Writes = (
     CreatePost
     | CreateComment
     | Vote
@@ -299,39 +300,13 @@ WriteAction = (
     | DeletePost
     | DeleteComment
     | ReportLlmCall
-    | PinPost
-    | UnpinPost
-    | RemovePost
-    | RemoveComment
-    | AddModerator
-    | RemoveModerator
 )
+ModerationAction = PinPost | UnpinPost | RemovePost | RemoveComment | AddModerator | RemoveModerator
+WriteAction = _Writes | ModerationAction
 QueryAction = Feed | Thread | Profile | Notifications | Search | ListSubmolts
 QUERY_TYPES = frozenset({"feed", "thread", "profile", "notifications", "search", "submolts"})
 
-Action = Annotated[
-    CreatePost
-    | CreateComment
-    | Vote
-    | CreateSubmolt
-    | Subscribe
-    | Unsubscribe
-    | Follow
-    | Unfollow
-    | UpdateProfile
-    | SendDm
-    | DeletePost
-    | DeleteComment
-    | ReportLlmCall
-    | Moderate
-    | Feed
-    | Thread
-    | Profile
-    | Notifications
-    | Search
-    | ListSubmolts,
-    Field(discriminator="type"),
-]
+Action = Annotated[_Writes | Moderate | QueryAction, Field(discriminator="type")]
 """Any action; ``ACTION_ADAPTER.validate_json`` parses one from the wire."""
 
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
