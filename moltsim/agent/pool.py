@@ -135,14 +135,15 @@ class Pool:
         due: list[tuple[float, int]] | None = None
         done_tick = -1
         restarts = client.engine_restarts
-        sent = 0
         while not stop.is_set() and client.run_state == "running":
             client.tick_changed.clear()
             tick, now = client.tick_number, client.sim_time
             if client.engine_restarts != restarts and tick == done_tick:
-                # A restarted engine lost track of this tick: say again that we are done.
+                # A restarted engine lost track of this tick: say again that we are done, with
+                # the writes it has yet to answer (the client has just sent them again).
                 restarts = client.engine_restarts
-                await client.finish_step(tick, sent)
+                unanswered = sum(1 for r in self.runtimes for t in r.pending if not t.done())
+                await client.finish_step(tick, unanswered)
             if tick > done_tick and now is not None:
                 outstanding = [t for r in self.runtimes for t in r.pending]
                 for runtime in self.runtimes:
