@@ -11,7 +11,7 @@ import heapq
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from moltsim.domain.actions import CommentSort, FeedSort, TopWindow
 from moltsim.domain.entities import (
@@ -398,6 +398,26 @@ def fts_query(text: str) -> str:
     return " ".join(f'"{token}"' for token in _TOKEN.findall(text))
 
 
+# Both return: id, post id, submolt, author, post title, snippet, score, created_at, rank.
+_SEARCH_POSTS = (
+    "SELECT p.id, p.id, s.name, a.handle, p.title,"
+    " snippet(posts_fts, -1, '[', ']', '…', 12), p.score, p.created_at,"
+    " bm25(posts_fts, 2.0, 1.0) AS rank"
+    " FROM posts_fts JOIN posts p ON p.id = posts_fts.rowid"
+    " JOIN submolts s ON s.id = p.submolt_id JOIN agents a ON a.id = p.author_id"
+    " WHERE posts_fts MATCH ? AND p.status = 0 ORDER BY rank LIMIT ?"
+)
+_SEARCH_COMMENTS = (
+    "SELECT c.id, c.post_id, s.name, a.handle, p.title,"
+    " snippet(comments_fts, 0, '[', ']', '…', 12), c.score, c.created_at,"
+    " bm25(comments_fts) AS rank"
+    " FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid"
+    " JOIN posts p ON p.id = c.post_id JOIN submolts s ON s.id = p.submolt_id"
+    " JOIN agents a ON a.id = c.author_id"
+    " WHERE comments_fts MATCH ? AND c.status = 0 AND p.status = 0 ORDER BY rank LIMIT ?"
+)
+
+
 def search(
     conn: sqlite3.Connection, q: str, *, kind: str = "all", limit: int = 20
 ) -> list[SearchHit]:
@@ -405,40 +425,27 @@ def search(
     match = fts_query(q)
     if not match:
         return []
-    hits: list[SearchHit] = []
+    sources: list[tuple[Literal["post", "comment"], str]] = []
     if kind in ("all", "posts"):
-        for row in conn.execute(
-            "SELECT p.id, s.name, a.handle, p.title,"
-            " snippet(posts_fts, -1, '[', ']', '…', 12), p.score, p.created_at,"
-            " bm25(posts_fts, 2.0, 1.0) AS rank"
-            " FROM posts_fts JOIN posts p ON p.id = posts_fts.rowid"
-            " JOIN submolts s ON s.id = p.submolt_id JOIN agents a ON a.id = p.author_id"
-            " WHERE posts_fts MATCH ? AND p.status = 0 ORDER BY rank LIMIT ?",
-            (match, limit),
-        ):
-            hits.append(
-                SearchHit(
-                    kind="post", id=row[0], post_id=row[0], submolt=row[1], author=row[2],
-                    title=row[3], snippet=row[4], score=row[5], created_at=row[6], rank=row[7],
-                )
-            )  # fmt: skip
+        sources.append(("post", _SEARCH_POSTS))
     if kind in ("all", "comments"):
-        for row in conn.execute(
-            "SELECT c.id, c.post_id, s.name, a.handle, p.title,"
-            " snippet(comments_fts, 0, '[', ']', '…', 12), c.score, c.created_at,"
-            " bm25(comments_fts) AS rank"
-            " FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid"
-            " JOIN posts p ON p.id = c.post_id JOIN submolts s ON s.id = p.submolt_id"
-            " JOIN agents a ON a.id = c.author_id"
-            " WHERE comments_fts MATCH ? AND c.status = 0 AND p.status = 0 ORDER BY rank LIMIT ?",
-            (match, limit),
-        ):
-            hits.append(
-                SearchHit(
-                    kind="comment", id=row[0], post_id=row[1], submolt=row[2], author=row[3],
-                    title=row[4], snippet=row[5], score=row[6], created_at=row[7], rank=row[8],
-                )
-            )  # fmt: skip
+        sources.append(("comment", _SEARCH_COMMENTS))
+    hits = [
+        SearchHit(
+            kind=hit_kind,
+            id=row[0],
+            post_id=row[1],
+            submolt=row[2],
+            author=row[3],
+            title=row[4],
+            snippet=row[5],
+            score=row[6],
+            created_at=row[7],
+            rank=row[8],
+        )
+        for hit_kind, sql in sources
+        for row in conn.execute(sql, (match, limit))
+    ]
     hits.sort(key=lambda h: (h.rank, -h.id))
     return hits[:limit]
 
