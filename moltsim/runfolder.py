@@ -89,9 +89,6 @@ class RunFolder:
     def credentials(self, handle: str) -> Credentials:
         return load_credentials(credentials_path(self.keys, handle))
 
-    def all_credentials(self, handles: Iterable[str]) -> list[Credentials]:
-        return [self.credentials(h) for h in handles]
-
     async def register(
         self,
         agents: Iterable[tuple[str, dict[str, Any]]],

@@ -16,28 +16,13 @@ class RealtimeClock:
 
     start: float
     speed: float = 1.0
-    _wall0: float = field(default_factory=time.monotonic)
-    paused_at: float | None = None
     until: float | None = None
     """The end of the run: time stops there."""
+    _wall0: float = field(default_factory=time.monotonic)
 
     def now(self) -> float:
-        if self.paused_at is not None:
-            return self.paused_at
         now = self.start + self.speed * (time.monotonic() - self._wall0)
         return now if self.until is None else min(now, self.until)
-
-    @property
-    def finished(self) -> bool:
-        return self.until is not None and self.now() >= self.until
-
-    def pause(self) -> None:
-        if self.paused_at is None:
-            self.paused_at = self.now()
-
-    def resume(self) -> None:
-        if self.paused_at is not None:
-            self.start, self._wall0, self.paused_at = self.paused_at, time.monotonic(), None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from moltsim.domain import actions as a
@@ -636,7 +636,3 @@ def _duration(seconds: float) -> str:
             count = int(seconds // size)
             return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
     return f"{seconds:g} s"
-
-
-def sum_scores(items: Iterable[PostState | CommentState]) -> int:
-    return sum(item.score for item in items)

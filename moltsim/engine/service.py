@@ -15,7 +15,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,6 +325,3 @@ class Engine:
             await self._committer
         self.reads.close()
         await self.runfile.close()
-
-
-Clock = Callable[[], float]

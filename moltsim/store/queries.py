@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from moltsim.domain.actions import CommentSort, FeedSort, TopWindow
@@ -502,7 +502,3 @@ def _submolt(conn: sqlite3.Connection, row: Sequence[Any]) -> SubmoltView:
         created_at=row[5], subscriber_count=row[6], post_count=row[7],
         moderators=moderators, pinned=pinned,
     )  # fmt: skip
-
-
-def ids(rows: Iterable[PostView | CommentView]) -> list[int]:
-    return [row.id for row in rows]

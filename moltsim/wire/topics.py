@@ -65,6 +65,3 @@ class Topics:
     @property
     def act_batch_any(self) -> str:
         return f"{self.base}/act-batch/+"
-
-    def last_level(self, topic: str) -> str:
-        return topic.rsplit("/", 1)[-1]
