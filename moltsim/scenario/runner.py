@@ -37,6 +37,7 @@ from moltsim.store.runfile import RunFile, RunFileError
 from moltsim.wire.accounts import ENGINE, Accounts
 from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.embedded import EmbeddedBroker
+from moltsim.wire.topics import Topics
 
 log = logging.getLogger("moltsim.run")
 
@@ -92,6 +93,7 @@ class Runner:
     _sim_now: float | None = None
     _run_state: str = ""
     _results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _topics: Topics = field(default_factory=lambda: Topics(""))
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -199,7 +201,7 @@ class Runner:
             scenario = self._load()
             self._preflight(scenario)
             folder, pools = await self._create(scenario)
-        self.folder = folder
+        self._topics = folder.accounts().topics
         handler = logging.FileHandler(folder.logs / "run.jsonl")
         handler.setFormatter(JsonFormatter())
         logging.getLogger().addHandler(handler)
@@ -353,19 +355,13 @@ class Runner:
 
     async def _command(self, mqtt: aiomqtt.Client, command: dict[str, Any]) -> dict[str, Any]:
         command_id = f"c{len(self._results)}-{time.monotonic_ns()}"
-        await mqtt.publish(
-            self.folder_topics.control, to_json({"id": command_id, **command}), qos=1
-        )
+        await mqtt.publish(self._topics.control, to_json({"id": command_id, **command}), qos=1)
         deadline = time.monotonic() + 30
         while command_id not in self._results:
             if time.monotonic() > deadline:
                 return {"ok": False, "error": "no answer from the engine"}
             await asyncio.sleep(0.02)
         return self._results.pop(command_id)
-
-    @property
-    def folder_topics(self) -> Any:
-        return self.folder.accounts().topics
 
     async def _join(self, mqtt: aiomqtt.Client, folder: RunFolder, plan: PoolPlan) -> None:
         for agent in plan.agents:

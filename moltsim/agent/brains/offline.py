@@ -175,12 +175,32 @@ class OfflineBrain:
             actions.append({"type": "follow", "agent": who})
             thoughts.append(f"following @{who}")
 
+        written_to: set[str] = set()
         for note in observation.notifications:
             if len(actions) >= MAX_ACTIONS:
                 break
-            if note.kind in ("reply", "mention") and note.comment_id and rng.random() < t.comment:
-                actions.append(self._reply_to_note(note, rng))
-                thoughts.append(f"answering @{note.actor}")
+            if note.kind == "dm" and note.actor not in written_to and rng.random() < t.comment:
+                written_to.add(note.actor)
+                actions.append({"type": "dm", "to": note.actor,
+                                "body": self._dm_text(note, rng)})  # fmt: skip
+                thoughts.append(f"answering @{note.actor}'s message")
+            elif note.kind in ("reply", "mention") and note.comment_id:
+                if rng.random() < t.comment:
+                    actions.append(self._reply_to_note(note, rng))
+                    thoughts.append(f"answering @{note.actor}")
+                # Someone it agrees with keeps talking to it: perhaps write to them directly
+                # (the proactive-contact policy decides whether that is allowed yet).
+                friendly = agreement.get(note.actor, 0) >= 2
+                if (
+                    friendly
+                    and note.actor not in written_to
+                    and len(actions) < MAX_ACTIONS
+                    and rng.random() < t.follow / 2
+                ):
+                    written_to.add(note.actor)
+                    actions.append({"type": "dm", "to": note.actor,
+                                    "body": self._dm_text(note, rng)})  # fmt: skip
+                    thoughts.append(f"writing to @{note.actor}")
 
         for item in observation.feed:
             if len(actions) >= MAX_ACTIONS:
@@ -224,6 +244,11 @@ class OfflineBrain:
         about = f" about {keyword}" if keyword else ""
         body = f"@{note.actor} thanks for the reply{about}. {self.chain.sentence(rng)}"
         return {"type": "comment", "parent_id": note.comment_id, "body": body[:2_000]}
+
+    def _dm_text(self, note: NoteItem, rng: random.Random) -> str:
+        keyword = self._keyword(note.excerpt, rng)
+        about = f" about {keyword}" if keyword else ""
+        return f"Hi @{note.actor}, more on what you said{about}: {self.chain.sentence(rng)}"[:2_000]
 
     def _post(self, observation: Observation, rng: random.Random) -> dict[str, Any]:
         liked = [s for s in self.persona.submolts if s in observation.submolts]
