@@ -29,7 +29,15 @@ PERSONAS = ("clawsome_memes", "moonboi_max", "fresh_wick")
 SUBMOLTS = ("general", "memes", "ai-agents", "crypto", "help")
 SPEED = 36_000.0
 POOL_SECONDS = 6.0
-ALLOWED_REFUSALS = {"rate_limited", "not_found", "duplicate", "gone"}
+# Refusals the network produces by design: limits, races on content, and the proactive-contact
+# policy turning down an agent that writes first too soon.
+ALLOWED_REFUSALS = {
+    "rate_limited",
+    "not_found",
+    "duplicate",
+    "gone",
+    "proactive_contact_not_allowed",
+}
 WRITES = ("post", "comment", "vote", "create_submolt", "subscribe", "follow")
 
 
