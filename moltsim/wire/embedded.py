@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moltsim.wire.accounts import Accounts
-from moltsim.wire.connection import mqtt_url
+from moltsim.wire.brokerprocess import BrokerProcess
 
 PASSWORD_FILE = "amqtt-passwd"
 
@@ -88,17 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerProcess):
     """A running embedded broker process."""
 
-    process: subprocess.Popen[bytes]
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return mqtt_url(self.host, self.port)
+    name = "the embedded broker"
 
     @classmethod
     def start(
@@ -106,33 +95,9 @@ class EmbeddedBroker:
     ) -> EmbeddedBroker:
         """Start a broker for the accounts saved in ``folder``; returns once it accepts."""
         port = port or free_port(host)
-        log = open(folder / "broker.log", "ab")  # noqa: SIM115 - handed to the child process
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moltsim.wire.embedded", str(folder), str(port), "--host", host],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        broker = cls(process, host, port)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = (folder / "broker.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the embedded broker exited ({process.returncode}):\n{tail}")
-            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-                return broker
-            time.sleep(0.05)
-        broker.stop()
-        raise TimeoutError(f"the embedded broker did not listen on {host}:{port} in {timeout} s")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        args = [sys.executable, "-m", "moltsim.wire.embedded", str(folder), str(port),
+                "--host", host]  # fmt: skip
+        return cls.launch(args, folder / "broker.log", host, port, timeout)
 
 
 if __name__ == "__main__":

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import getpass
 import hashlib
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 from moltsim.wire.accounts import Accounts
-from moltsim.wire.connection import mqtt_url
+from moltsim.wire.brokerprocess import BrokerProcess
 
 PBKDF2_ITERATIONS = 101
 """What ``mosquitto_passwd`` uses for its ``$7$`` (PBKDF2-SHA512) hashes."""
@@ -91,17 +87,10 @@ def write_mosquitto_files(accounts: Accounts, folder: Path, port: int) -> Path:
     return config
 
 
-class MosquittoProcess:
+class MosquittoProcess(BrokerProcess):
     """A Mosquitto broker started from generated files (for tests, benchmarks and the runner)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
-        self.process = process
-        self.host = host
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        return mqtt_url(self.host, self.port)
+    name = "mosquitto"
 
     @classmethod
     def start(
@@ -111,27 +100,5 @@ class MosquittoProcess:
         if not Path(binary).exists():
             raise FileNotFoundError("mosquitto is not installed (apt-get install -y mosquitto)")
         config = write_mosquitto_files(accounts, folder, port)
-        log = open(folder / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen(
-            [binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = (folder / "mosquitto.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"mosquitto exited ({process.returncode}):\n{tail}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return cls(process, "127.0.0.1", port)
-            time.sleep(0.05)
-        process.kill()
-        raise TimeoutError(f"mosquitto did not listen on port {port} in {timeout} s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return cls.launch([binary, "-c", str(config)], folder / "mosquitto.log", "127.0.0.1",
+                          port, timeout)  # fmt: skip
