@@ -15,7 +15,7 @@ from pathlib import Path
 
 from moltsim import __version__, logs
 from moltsim.agent.brains.llm import LlmConfigError
-from moltsim.agent.persona import Persona, load_persona
+from moltsim.agent.persona import load_persona, persona_profile
 from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
 from moltsim.agent.skill import SkillError
 from moltsim.domain.errors import Refusal
@@ -100,16 +100,6 @@ async def _register(
     for creds in created:
         print(f"registered @{creds.handle} in pool {pool!r}; key in {folder.keys}")
     return 0
-
-
-def persona_profile(persona: Persona) -> dict[str, object]:
-    """What the run file keeps of a persona (public: it is shown in profiles)."""
-    return {
-        "display_name": persona.name,
-        "bio": persona.bio,
-        "persona": persona.model_dump(mode="json"),
-        "objects_to_training": persona.objects_to_training,
-    }
 
 
 async def _pool(run: Path, pool: str, broker: str, only: set[str] | None, concurrency: int) -> int:

@@ -19,8 +19,9 @@ from moltsim.domain import actions as a
 from moltsim.domain.entities import Status
 from moltsim.engine.forum import Forum
 from moltsim.engine.ranking import HOT_EPOCH, HOT_TIME_SCALE, hot
-from moltsim.engine.rules import DAY, HOUR, MINUTE, ProactiveContact, RateLimits, Rules
+from moltsim.engine.rules import DAY, HOUR, ProactiveContact, RateLimits, Rules
 from moltsim.engine.state import AGENT_BITS, AgentState
+from tests.test_rules import _windows
 
 T0 = 1_800_000_000.0
 START = T0 + 3 * DAY
@@ -133,19 +134,6 @@ def make_forum(rules: Rules) -> Forum:
         out = forum.apply(agent_id, action, T0 + DAY + 2 * HOUR * i)
         assert out.ok, (action, out)
     return forum
-
-
-def _windows(forum: Forum, created_at: float, now: float) -> dict[str, float]:
-    rl = forum.rules.rate_limits
-    new = now - created_at < rl.new_agent_age_s
-    return {
-        "read": MINUTE,
-        "write": MINUTE,
-        "post": rl.new_agent_post_interval_s if new else rl.post_interval_s,
-        "comment": rl.comment_interval_s,
-        "comment_day": DAY,
-        "submolt": rl.submolt_interval_s,
-    }
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}

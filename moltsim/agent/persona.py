@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -78,3 +78,13 @@ class Persona(_Section):
 def load_persona(path: Path) -> Persona:
     """Load and validate one persona file; errors name the file, field and line."""
     return load_toml(path, Persona)
+
+
+def persona_profile(persona: Persona) -> dict[str, Any]:
+    """What the run file keeps of an agent's persona (public: profiles show it)."""
+    return {
+        "display_name": persona.name,
+        "bio": persona.bio,
+        "persona": persona.model_dump(mode="json"),
+        "objects_to_training": persona.objects_to_training,
+    }

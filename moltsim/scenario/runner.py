@@ -23,6 +23,7 @@ from pydantic_core import to_json
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from moltsim.agent.persona import persona_profile
 from moltsim.agent.pool import AgentSpec, PoolManifest
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import write_credentials
@@ -40,16 +41,6 @@ from moltsim.wire.embedded import EmbeddedBroker
 from moltsim.wire.topics import Topics
 
 log = logging.getLogger("moltsim.run")
-
-
-def persona_profile(agent: PlannedAgent) -> dict[str, Any]:
-    p = agent.persona
-    return {
-        "display_name": p.name,
-        "bio": p.bio,
-        "persona": p.model_dump(mode="json"),
-        "objects_to_training": p.objects_to_training,
-    }
 
 
 def sim_clock(seconds: float) -> str:
@@ -166,7 +157,7 @@ class Runner:
                          llm=scenario.llm).save(folder)  # fmt: skip
             if plan.join_at == 0:
                 await folder.register(
-                    [(a.handle, persona_profile(a)) for a in plan.agents], plan.name, start
+                    [(a.handle, persona_profile(a.persona)) for a in plan.agents], plan.name, start
                 )
             else:
                 # Keys and broker rights now; the engine registers them when they join.
@@ -369,7 +360,7 @@ class Runner:
             result = await self._command(
                 mqtt,
                 {"kind": "register", "handle": agent.handle, "public_key": creds.public_key.hex(),
-                 "profile": {**persona_profile(agent), "pool": plan.name}},
+                 "profile": {**persona_profile(agent.persona), "pool": plan.name}},
             )  # fmt: skip
             if not result.get("ok"):
                 log.warning("@%s could not join: %s", agent.handle, result)
