@@ -85,6 +85,9 @@ class Runner:
     _run_state: str = ""
     _results: dict[str, dict[str, Any]] = field(default_factory=dict)
     _topics: Topics = field(default_factory=lambda: Topics(""))
+    _totals: Stats = field(default_factory=Stats)
+    _seen_action: int = 0
+    _seen_call: int = 0
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -380,28 +383,39 @@ class Runner:
             conn.close()
 
     def _stats(self, folder: RunFolder, scenario: Scenario) -> Stats:
+        """Run totals, read incrementally: each call reads only the rows added since the last
+        one, so the supervisor's twice-a-second look costs the same at a million actions."""
         try:
             conn = open_readonly(folder.db)
         except RunFileError:
-            return Stats()
+            return self._totals
+        t = self._totals
         try:
-            actions, accepted = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0) FROM actions"
+            actions, accepted, last = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0), MAX(id) FROM actions"
+                " WHERE id > ?",
+                (self._seen_action,),
             ).fetchone()
-            prompt, completion = conn.execute(
-                "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)"
-                " FROM llm_calls"
+            prompt, completion, last_call = conn.execute(
+                "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+                " MAX(id) FROM llm_calls WHERE id > ?",
+                (self._seen_call,),
             ).fetchone()
-            posts = conn.execute("SELECT COUNT(*) FROM posts").fetchone()[0]
-            comments = conn.execute("SELECT COUNT(*) FROM comments").fetchone()[0]
+            posts = conn.execute("SELECT COALESCE(MAX(id), 0) FROM posts").fetchone()[0]
+            comments = conn.execute("SELECT COALESCE(MAX(id), 0) FROM comments").fetchone()[0]
         except sqlite3.Error:
-            return Stats()
+            return t
         finally:
             conn.close()
+        self._seen_action = last or self._seen_action
+        self._seen_call = last_call or self._seen_call
         b = scenario.budgets
         cost = prompt * b.prompt_token_price_usd + completion * b.completion_token_price_usd
-        return Stats(actions, accepted, actions - accepted, prompt + completion, cost, posts,
-                     comments)  # fmt: skip
+        self._totals = Stats(
+            t.actions + actions, t.accepted + accepted, t.refused + actions - accepted,
+            t.tokens + prompt + completion, t.cost_usd + cost, posts, comments,
+        )  # fmt: skip
+        return self._totals
 
     @staticmethod
     def _budget(scenario: Scenario, stats: Stats, started: float) -> str:
