@@ -1,0 +1,1 @@
+"""Faults and hostile input against real runs, brokers and engine servers."""
