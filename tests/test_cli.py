@@ -45,3 +45,19 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("moltsim ")
+
+
+def test_stats_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    """``moltsim stats RUN | head -1``: the reader leaves early; no traceback follows."""
+    assert main(["init", str(tmp_path / "run")]) == 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "moltsim.cli", "stats", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has printed anything: every write fails
+    with child.stderr:
+        err = child.stderr.read().decode()
+    assert child.wait(timeout=30) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err, err
