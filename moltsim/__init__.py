@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Version of the run-file layout this code writes. A reader refuses newer files.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3

@@ -28,10 +28,21 @@ from moltsim.domain.results import Outcome
 from moltsim.engine.forum import Forum
 from moltsim.engine.rules import Rules
 from moltsim.store import queries
-from moltsim.store.batch import build_batch
+from moltsim.store.batch import Statement, build_batch
 from moltsim.store.loader import load_rules, load_state
 from moltsim.store.reader import ReadPool
 from moltsim.store.runfile import RunFile
+
+RUN_STATES = ("running", "finished", "stopped", "interrupted", "failed")
+"""The values of ``run_meta.state``."""
+
+MetricSample = tuple[float, float, str, str, float]
+"""One ``metrics`` row: wall time, sim time, process ('' for run-wide), name, value."""
+
+INSERT_METRIC = (
+    "INSERT INTO metrics (wall_time, sim_time, process, name, value) VALUES (?, ?, ?, ?, ?)"
+)
+SET_META = "INSERT OR REPLACE INTO run_meta (key, value) VALUES (?, ?)"
 
 
 class EngineFailed(RuntimeError):
@@ -74,6 +85,8 @@ class Engine:
         self._committer = asyncio.create_task(self._commit_loop(), name="moltsim-commit")
         self._closed = False
         self.commits = 0
+        self._records: list[Statement] = []
+        """Rows about the run rather than the forum (metrics, run state), for the next commit."""
 
     @classmethod
     async def open(
@@ -200,6 +213,21 @@ class Engine:
         self._ledger_entry(agent_id, "objection", {"purpose": "training"}, now)
         await self._committed()
 
+    async def record_metrics(self, samples: Sequence[MetricSample]) -> None:
+        """Write the runner's samples of the run's health in the next group commit."""
+        self._ensure_running()
+        self._records.append((INSERT_METRIC, list(samples)))
+        await self._committed()
+
+    async def record_state(self, state: str, at: float | None = None) -> None:
+        """Record the run's state (``running``, ``finished``...) and when it changed."""
+        if state not in RUN_STATES:
+            raise ValueError(f"unknown run state {state!r}; one of {', '.join(RUN_STATES)}")
+        self._ensure_running()
+        at = time.time() if at is None else at
+        self._records.append((SET_META, [("state", state), ("state_at", json.dumps(at))]))
+        await self._committed()
+
     def _ledger_entry(
         self, agent_id: int | None, kind: str, payload: dict[str, Any], now: float
     ) -> None:
@@ -292,8 +320,9 @@ class Engine:
             self._wake.clear()
             waiting, self._waiting = self._waiting, []
             changes = self.forum.take_changes()
+            records, self._records = self._records, []
             try:
-                await self.runfile.write(build_batch(changes, self.forum.state))
+                await self.runfile.write(build_batch(changes, self.forum.state) + records)
             except BaseException as exc:
                 # Memory is now ahead of the disk: refuse everything from here on.
                 self._failure = exc

@@ -32,6 +32,7 @@ from moltsim.logs import JsonFormatter
 from moltsim.runfolder import RunFolder
 from moltsim.scenario.children import Child
 from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
+from moltsim.scenario.metrics import Sampler, Watched, this_process
 from moltsim.scenario.schema import Event, Scenario
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFile, RunFileError
@@ -80,6 +81,9 @@ class Runner:
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
     stop_reason: str = ""
+    end_state: str = ""
+    """What the run file's ``state`` says at the end: finished, stopped (a budget),
+    interrupted (Ctrl-C, SIGTERM), failed (an error)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _sim_now: float | None = None
     _run_state: str = ""
@@ -88,6 +92,8 @@ class Runner:
     _totals: Stats = field(default_factory=Stats)
     _seen_action: int = 0
     _seen_call: int = 0
+    _online: int = 0
+    _sends: set[asyncio.Task[None]] = field(default_factory=set)
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -233,6 +239,19 @@ class Runner:
         events = sorted(scenario.events, key=lambda e: e.at)
         started = time.monotonic()
         stats = Stats()
+        sampler = Sampler(folder.db)
+        interval = scenario.metrics.interval
+        next_sample = 0.0
+
+        def watched() -> list[Watched]:
+            procs = [this_process()]
+            if broker is not None:
+                procs.append(Watched("broker", broker.process.pid))
+            for child in children:
+                pid = child.process.pid if child.process and child.running else None
+                procs.append(Watched(child.name, pid, child.restarts))
+            return procs
+
         try:
             async with mqtt_client(
                 address, ENGINE, accounts.passwords[ENGINE],
@@ -242,6 +261,7 @@ class Runner:
                 await mqtt.subscribe(accounts.topics.control_result, qos=1)
                 listener = asyncio.create_task(self._listen(mqtt, accounts))
                 await self._wait_for_engine(engine)
+                await self._record_running(mqtt)
                 last_done = self._sim_now or clock.start
                 events = [e for e in events if clock.start + e.at >= last_done]
                 for plan in pools:
@@ -271,29 +291,42 @@ class Runner:
                         while events and clock.start + events[0].at <= now:
                             await self._event(mqtt, events.pop(0))
                         stats = self._stats(folder, scenario)
-                        online = sum(
+                        online = self._online = sum(
                             len(p.agents) for p in pools
                             if p.name in pool_children and pool_children[p.name].running
                         )  # fmt: skip
+                        if time.monotonic() >= next_sample:
+                            next_sample = time.monotonic() + interval
+                            self._send_metrics(mqtt, sampler, watched(), stats)
                         progress.update(
                             task, completed=min(now - clock.start, clock.duration),
                             description=self._status(now, stats, online),
                         )  # fmt: skip
                         if now >= end or self._run_state == "finished":
                             self.stop_reason = "the scenario's duration was reached"
+                            self.end_state = "finished"
                         elif reason := self._budget(scenario, stats, started):
                             self.stop_reason = reason
+                            self.end_state = "stopped"
                         if self.stop_reason:
                             break
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._stop.wait(), 0.5)
+                # A last sample, so that the metrics cover the whole run.
+                self._send_metrics(mqtt, sampler, watched(), self._stats(folder, scenario))
+                if self._sends:
+                    await asyncio.wait(self._sends, timeout=5)
                 listener.cancel()
+        except BaseException:
+            self.end_state = "failed"
+            raise
         finally:
             for child in pool_children.values():
                 child.stop()
             engine.stop()
             if broker is not None:
                 broker.stop()
+            await self._record_end(folder)
         stats = self._stats(folder, scenario)
         log.info(
             "run stopped: %s",
@@ -314,7 +347,50 @@ class Runner:
 
     def _interrupt(self) -> None:
         self.stop_reason = self.stop_reason or "interrupted (Ctrl-C or SIGTERM)"
+        self.end_state = self.end_state or "interrupted"
         self._stop.set()
+
+    # --- run state and metrics (written by the engine, the run file's only writer) -------------
+
+    async def _record_running(self, mqtt: aiomqtt.Client) -> None:
+        result = await self._command(mqtt, {"kind": "state", "state": "running"}, wait_s=10)
+        if not result.get("ok"):
+            log.warning("the run state could not be recorded: %s", result)
+
+    def _send_metrics(
+        self, mqtt: aiomqtt.Client, sampler: Sampler, watched: list[Watched], stats: Stats
+    ) -> None:
+        """Sample now; the engine writes the rows in its next commit. Sent in the background:
+        an engine that is restarting gets them when it is back (its session is kept)."""
+        rows = sampler.sample(
+            watched, sim_time=self._sim_now or 0.0, accepted=stats.accepted,
+            refused=stats.refused, agents_online=self._online,
+        )  # fmt: skip
+
+        async def send() -> None:
+            try:
+                result = await self._command(mqtt, {"kind": "metrics", "samples": rows}, wait_s=10)
+            except aiomqtt.MqttError as exc:
+                result = {"ok": False, "error": f"not sent: {exc}"}
+            if not result.get("ok"):
+                log.warning("metrics not recorded: %s", result.get("error", result))
+
+        task = asyncio.create_task(send())
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _record_end(self, folder: RunFolder) -> None:
+        """The final state, written once the engine has exited: the runner is then the only
+        process with the run file open, as when it created it."""
+        state = self.end_state or ("interrupted" if self._stop.is_set() else "stopped")
+        try:
+            runfile = await RunFile.open(folder.db, create=False)
+            try:
+                await runfile.set_meta(state=state, state_at=time.time())
+            finally:
+                await runfile.close()
+        except (RunFileError, sqlite3.Error, OSError) as exc:
+            log.warning("the final run state (%s) could not be recorded: %s", state, exc)
 
     def _pool_child(self, folder: RunFolder, plan: PoolPlan, address: BrokerAddress) -> Child:
         return Child(
@@ -347,10 +423,12 @@ class Runner:
                 elif isinstance(body, dict) and body.get("id"):
                     self._results[str(body["id"])] = body
 
-    async def _command(self, mqtt: aiomqtt.Client, command: dict[str, Any]) -> dict[str, Any]:
+    async def _command(
+        self, mqtt: aiomqtt.Client, command: dict[str, Any], wait_s: float = 30.0
+    ) -> dict[str, Any]:
         command_id = f"c{len(self._results)}-{time.monotonic_ns()}"
         await mqtt.publish(self._topics.control, to_json({"id": command_id, **command}), qos=1)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + wait_s
         while command_id not in self._results:
             if time.monotonic() > deadline:
                 return {"ok": False, "error": "no answer from the engine"}

@@ -132,6 +132,13 @@ class Budgets(_Section):
     completion_token_price_usd: Annotated[float, Field(ge=0)] = 0.0
 
 
+class Metrics(_Section):
+    """``[metrics]``: how often the runner samples the run's health into the run file."""
+
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 60.0
+    """Wall time between samples (at least one second)."""
+
+
 class Event(_Section):
     """Something the scenario makes happen at a sim time after the start."""
 
@@ -163,6 +170,7 @@ class Scenario(_Section):
     llm: Llm | None = None
     rules: Rules = Rules()
     budgets: Budgets = Budgets()
+    metrics: Metrics = Metrics()
     events: list[Event] = []
     agents_per_pool: Annotated[int, Field(ge=1)] = 500
     """How many agents one pool process hosts."""

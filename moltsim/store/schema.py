@@ -170,8 +170,22 @@ CREATE TABLE llm_calls (
 CREATE INDEX llm_calls_agent ON llm_calls (agent_id, id);
 """
 
+METRICS = """
+-- Samples of the run's health, taken by the runner (each interval) and written by the engine.
+CREATE TABLE metrics (
+    id        INTEGER PRIMARY KEY,
+    wall_time REAL NOT NULL,            -- epoch seconds
+    sim_time  REAL NOT NULL,            -- sim epoch seconds
+    process   TEXT NOT NULL DEFAULT '', -- 'engine', 'runner', 'broker', a pool name; '' run-wide
+    name      TEXT NOT NULL,            -- rss_kb, open_files, cpu_percent, run_file_bytes, ...
+    value     REAL NOT NULL
+);
+CREATE INDEX metrics_name ON metrics (name, id);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", INITIAL),
     ("0002_llm_calls", LLM_CALLS),
+    ("0003_metrics", METRICS),
 ]
 """Ordered ``(name, sql)`` pairs; each runs once, in its own transaction."""

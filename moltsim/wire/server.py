@@ -20,6 +20,7 @@ from pydantic_core import to_json
 
 from moltsim.domain.actions import QUERY_TYPES, CreatePost
 from moltsim.engine.clock import SteppedClock
+from moltsim.engine.service import MetricSample
 from moltsim.wire.accounts import ENGINE, Accounts
 from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.gateway import Gateway, Inbound
@@ -347,6 +348,12 @@ async def run_control(gateway: Gateway, command: dict[str, Any]) -> dict[str, An
             command["submolt"], now, command.get("title", ""), command.get("description", "")
         )
         return {"ok": True, "submolt_id": sub_id}
+    if kind == "metrics":
+        await engine.record_metrics([_metric_sample(row) for row in command["samples"]])
+        return {"ok": True, "samples": len(command["samples"])}
+    if kind == "state":
+        await engine.record_state(str(command["state"]), command.get("at"))
+        return {"ok": True}
     if kind == "seed_post":
         action = CreatePost(
             submolt=command["submolt"], title=command["title"], body=command.get("body", "")
@@ -354,6 +361,19 @@ async def run_control(gateway: Gateway, command: dict[str, Any]) -> dict[str, An
         outcome = await engine.submit(handles[command["agent"].lower()], action, now, kind="post")
         return outcome.to_json_dict()
     return {"ok": False, "error": f"unknown control command {kind!r}"}
+
+
+def _metric_sample(row: Any) -> MetricSample:
+    """A ``metrics`` row from a command: ``[wall_time, sim_time, process, name, value]``."""
+    if not isinstance(row, list | tuple) or len(row) != 5:
+        raise ValueError(f"a metric sample is [wall_time, sim_time, process, name, value]: {row!r}")
+    wall, sim, process, name, value = row
+    numbers = (wall, sim, value)
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        raise ValueError(f"a metric sample's times and value are numbers: {row!r}")
+    if not isinstance(process, str) or not isinstance(name, str) or not name:
+        raise ValueError(f"a metric sample names its process and metric: {row!r}")
+    return (float(wall), float(sim), process, name, float(value))
 
 
 def _loads(raw: bytes) -> Any:
