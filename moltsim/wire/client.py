@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import aiomqtt
 from pydantic import BaseModel
@@ -26,6 +28,11 @@ from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.topics import Topics
 
 log = logging.getLogger("moltsim.client")
+
+ACK_JOURNAL_ENV = "MOLTSIM_ACK_JOURNAL"
+"""A folder: when set, each pool appends ``AGENT SEQ`` to ``FOLDER/<pool>.acks`` for every
+request the engine answered ok, so an audit (the fault tests) can prove that everything a pool
+was told was done is in the run file exactly once."""
 
 
 class RequestTimeout(TimeoutError):
@@ -201,6 +208,7 @@ class PoolClient:
         self._tick_at = 0.0
         self._outbox: list[bytes] = []
         self._outbox_ready = asyncio.Event()
+        self._acks: TextIO | None = None
 
     def add(self, credentials: Credentials) -> AgentClient:
         agent = AgentClient(self, credentials)
@@ -208,6 +216,7 @@ class PoolClient:
         return agent
 
     async def __aenter__(self) -> PoolClient:
+        self._acks = self._open_ack_journal()
         self._runner = asyncio.create_task(self._run(), name=f"moltsim-pool-{self.account}")
         try:
             await asyncio.wait_for(self.connected.wait(), self.timeout)
@@ -225,6 +234,14 @@ class PoolClient:
     ) -> None:
         await self.close()
 
+    def _open_ack_journal(self) -> TextIO | None:
+        journal = os.environ.get(ACK_JOURNAL_ENV)
+        if not journal:
+            return None
+        Path(journal).mkdir(parents=True, exist_ok=True)
+        # Line-buffered: a pool killed with SIGKILL has written every ack it acted on.
+        return open(Path(journal) / f"{self.account}.acks", "a", buffering=1)
+
     async def close(self) -> None:
         self._closing = True
         if self._runner is not None:
@@ -234,6 +251,9 @@ class PoolClient:
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
+        if self._acks is not None:
+            self._acks.close()
+            self._acks = None
 
     async def request(self, agent: str, seq: int, payload: bytes) -> Result:
         """Publish an envelope and wait for its reply, resending it on silence."""
@@ -248,7 +268,10 @@ class PoolClient:
                 try:
                     async with asyncio.timeout(self.timeout):
                         body = await future
-                    return Result.from_reply(body)
+                    result = Result.from_reply(body)
+                    if result.ok and self._acks is not None and seq != HELLO_SEQ:
+                        self._acks.write(f"{agent} {seq}\n")
+                    return result
                 except TimeoutError:
                     log.info(
                         "@%s seq %d: no reply (attempt %d); resending", agent, seq, attempt + 1
