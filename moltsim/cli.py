@@ -27,6 +27,7 @@ from moltsim.runfolder import RunFolder
 from moltsim.scenario.load import load_scenario, plan_agents
 from moltsim.scenario.runner import run_scenario
 from moltsim.scenario.schema import parse_duration
+from moltsim.store.metrics import summary_lines as metrics_summary
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
 from moltsim.tomlfile import ConfigError
@@ -46,7 +47,8 @@ def _sim_time(seconds: float) -> str:
 
 
 def stats(run: Path) -> int:
-    """Print what a run file holds: entity counts, sim time span, refusals by code."""
+    """Print what a run file holds: entity counts, sim time span, refusals by code, the run's
+    state and its metrics."""
     conn = open_readonly(run)
     try:
         print(f"run file  {run}")
@@ -62,6 +64,8 @@ def stats(run: Path) -> int:
         ).fetchall()
         for code, count in refusals:
             print(f"refused   {code:<32}{count:>8,}")
+        for line in metrics_summary(conn):
+            print(line)
     finally:
         conn.close()
     return 0

@@ -1,0 +1,128 @@
+"""Reading a run's state and its ``metrics`` table (the samples the runner takes of the run's
+health), for ``moltsim stats``, the soak verdict and any other reader.
+
+Run files made before schema 3 have no ``metrics`` table and no ``state``: readers get empty
+series and a state inferred from the ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+Series = dict[tuple[str, str], list[tuple[float, float]]]
+"""``(process, name)`` to its ``(wall_time, value)`` samples, oldest first."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    state: str
+    """running, finished, stopped, interrupted, failed; or ``unknown`` for an older run file
+    whose ledger does not reach the scenario's end."""
+    at: float | None
+    """Wall time of the last change; None when inferred from the ledger."""
+
+
+def run_state(conn: sqlite3.Connection) -> RunState:
+    meta = dict(conn.execute("SELECT key, value FROM run_meta").fetchall())
+    if "state" in meta:
+        at = meta.get("state_at")
+        return RunState(meta["state"], float(at) if at else None)
+    (last,) = conn.execute("SELECT MAX(sim_time) FROM actions").fetchone()
+    end = meta.get("end")
+    if last is not None and end is not None and float(last) >= float(end):
+        return RunState("finished", None)
+    return RunState("unknown", None)
+
+
+def has_metrics(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metrics'"
+    ).fetchone()
+    return found is not None
+
+
+def read_series(conn: sqlite3.Connection) -> Series:
+    series: Series = defaultdict(list)
+    if not has_metrics(conn):
+        return {}
+    for process, name, wall, value in conn.execute(
+        "SELECT process, name, wall_time, value FROM metrics ORDER BY wall_time, id"
+    ):
+        series[(process, name)].append((float(wall), float(value)))
+    return dict(series)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a series moved: the median of its first fifth against that of its last fifth."""
+
+    first: float
+    last: float
+    hours: float
+    """Wall hours between the middles of the two windows (0 with a single sample)."""
+
+    @property
+    def change(self) -> float:
+        return self.last - self.first
+
+    @property
+    def per_hour(self) -> float:
+        return self.change / self.hours if self.hours > 0 else 0.0
+
+
+def growth(samples: list[tuple[float, float]], fraction: float = 0.2) -> Growth:
+    """Compare the first and the last ``fraction`` of the samples (at least one each); medians
+    so that one spike does not decide."""
+    if not samples:
+        raise ValueError("no samples")
+    size = max(1, round(len(samples) * fraction))
+    head, tail = samples[:size], samples[-size:]
+    first = statistics.median(v for _, v in head)
+    last = statistics.median(v for _, v in tail)
+    middle_head = statistics.median(t for t, _ in head)
+    middle_tail = statistics.median(t for t, _ in tail)
+    return Growth(first, last, (middle_tail - middle_head) / 3600)
+
+
+def _wall(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def summary_lines(conn: sqlite3.Connection) -> list[str]:
+    """The run's state and a few lines on its metrics: last values and their growth."""
+    state = run_state(conn)
+    lines = [f"state     {state.state}" + (f" since {_wall(state.at)}" if state.at else "")]
+    series = read_series(conn)
+    if not series:
+        return lines
+    walls = [t for samples in series.values() for t, _ in samples]
+    span = max(walls) - min(walls)
+    count = max(len(s) for s in series.values())
+    lines.append(f"metrics   {count:,} samples over {span / 60:.1f} wall minutes")
+    processes = sorted({p for p, _ in series if p}, key=lambda p: (p != "engine", p))
+    for process in processes:
+        parts = []
+        if rss := series.get((process, "rss_kb")):
+            g = growth(rss)
+            parts.append(f"rss {rss[-1][1] / 1024:,.1f} MB ({g.change / 1024:+,.1f} MB)")
+        if fds := series.get((process, "open_files")):
+            parts.append(f"open files {fds[-1][1]:,.0f} ({round(growth(fds).change):+,d})")
+        if cpu := series.get((process, "cpu_percent")):
+            parts.append(f"cpu {statistics.mean(v for _, v in cpu):,.0f}% avg")
+        if (restarts := series.get((process, "restarts"))) and restarts[-1][1]:
+            parts.append(f"{restarts[-1][1]:,.0f} restarts")
+        lines.append(f"  {process:<12}" + ", ".join(parts))
+    parts = []
+    if size := series.get(("", "run_file_bytes")):
+        parts.append(f"run file {size[-1][1] / 1e6:,.1f} MB")
+    if rate := series.get(("", "actions_per_min")):
+        parts.append(f"{statistics.mean(v for _, v in rate):,.0f} actions/min avg")
+    if online := series.get(("", "agents_online")):
+        parts.append(f"{online[-1][1]:,.0f} agents online")
+    if parts:
+        lines.append(f"  {'run':<12}" + ", ".join(parts))
+    return lines
