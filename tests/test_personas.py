@@ -195,6 +195,8 @@ def _literal(model: type[BaseModel], field: str) -> str:
 WRITE_MODELS: list[type[BaseModel]] = list(typing.get_args(WriteAction))
 QUERY_MODELS: list[type[BaseModel]] = list(typing.get_args(QueryAction))
 ACTION_TYPES = sorted({_literal(m, "type") for m in WRITE_MODELS + QUERY_MODELS})
+SKILL_TYPES = [t for t in ACTION_TYPES if t != "llm_call"]
+"""What the skill teaches: ``llm_call`` records are the host's, and a brain drops any it writes."""
 MODERATION_OPS = sorted(_literal(m, "op") for m in WRITE_MODELS if "op" in m.model_fields)
 
 
@@ -203,7 +205,9 @@ def _skill_text() -> str:
 
 
 def _json_examples(text: str) -> list[Any]:
-    return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", text, re.S)]
+    """Each line of a ``json`` block is one example (JSON Lines)."""
+    blocks = re.findall(r"```json\n(.*?)\n```", text, re.S)
+    return [json.loads(line) for block in blocks for line in block.splitlines() if line.strip()]
 
 
 def test_action_types_are_all_found() -> None:
@@ -215,11 +219,11 @@ def test_action_types_are_all_found() -> None:
 
 def test_skill_starts_with_its_version() -> None:
     text = _skill_text()
-    assert text.splitlines()[0] == "skill-version: 1"
-    assert load_skill(SKILL_FILE).version == 1
+    assert text.splitlines()[0] == "skill-version: 2"
+    assert load_skill(SKILL_FILE).version == 2
 
 
-@pytest.mark.parametrize("kind", ACTION_TYPES)
+@pytest.mark.parametrize("kind", SKILL_TYPES)
 def test_skill_shows_every_action_and_query(kind: str) -> None:
     assert f'"type": "{kind}"' in _skill_text()
 
@@ -253,11 +257,13 @@ def test_skill_examples_are_valid_actions() -> None:
             action = ACTION_ADAPTER.validate_python(candidate)
             shown.add(getattr(action, "op", action.type))
     assert decisions >= 1
-    assert shown >= set(ACTION_TYPES) - {"moderate"} | set(MODERATION_OPS)
+    assert shown >= set(SKILL_TYPES) - {"moderate"} | set(MODERATION_OPS)
 
 
 def test_skill_covers_limits_policy_and_security() -> None:
     text = _skill_text()
-    for needle in ("retry_after", "proactive", "## Security", "untrusted", "impersonation"):
+    for needle in ("retry_after", "proactive", "security", "untrusted", "impersonation",
+                   "Never reveal keys"):
         assert needle in text
-    assert len(text.split()) <= 2_500, "the skill becomes a system prompt: keep it short"
+    # The skill opens every LLM prompt: the whole prompt's goal is 1,500 tokens.
+    assert len(text) // 4 <= 900, "the skill becomes a system prompt: keep it short"

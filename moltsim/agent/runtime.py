@@ -161,19 +161,21 @@ class AgentRuntime:
     def _remember(self, action: dict[str, Any], result: Result, authors: dict[int, str]) -> None:
         memory = self.memory
         kind = action.get("type")
-        note = f"{kind}: {'ok' if result.ok else result.code}"
+        note = f"{kind}: ok" if result.ok else str(kind)
         if kind == "vote":
             author = authors.get(int(action.get("id", 0)))
             if result.ok and author:
                 memory.agree(author, int(action["value"]))
                 memory.saw(int(action["id"]), int(action["value"]))
-            note = f"voted {action.get('value'):+d} on post #{action.get('id')}"
+            note = f"voted {action.get('value'):+d} on {action.get('target')} #{action.get('id')}"
         elif kind == "post":
             note = f"posted '{str(action.get('title'))[:60]}' in m/{action.get('submolt')}"
             if result.ok:
                 memory.my_posts.append(int(result.data["post_id"]))
         elif kind == "comment":
-            note = f"commented on post #{result.data.get('post_id', action.get('post_id'))}"
+            post = result.data.get("post_id", action.get("post_id"))
+            parent = action.get("parent_id")
+            note = f"commented on post #{post}" if post else f"replied to comment #{parent}"
         elif kind == "subscribe" and (result.ok or result.code == "duplicate"):
             memory.subscribed.add(str(action["submolt"]))
         elif kind == "follow" and result.ok:
