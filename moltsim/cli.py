@@ -71,6 +71,16 @@ def stats(run: Path) -> int:
     return 0
 
 
+def _watch(run: Path) -> int:
+    """Open the read-only live view of a run (``moltsim watch``)."""
+    open_readonly(run).close()  # a missing, corrupt or newer run file fails here, clearly
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise RunFileError("moltsim watch needs a terminal (stdin and stdout must be a tty)")
+    from moltsim.tui.app import watch  # Textual loads only for this command
+
+    return watch(run)
+
+
 async def _init(path: Path) -> int:
     folder = await RunFolder.create(path)
     print(f"created run folder {folder.path} (run id {folder.accounts().sim})")
@@ -244,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="a run folder or its run.db")
 
     p = commands.add_parser(
+        "watch", help="watch a run live in the terminal (read-only)", description=_watch.__doc__
+    )
+    p.add_argument("run", type=Path, help="a run folder or its run.db")
+
+    p = commands.add_parser(
         "init", help="create an empty run folder", description="Create an empty run folder."
     )
     p.add_argument("path", type=Path)
@@ -335,6 +350,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                 return _validate(args.scenario)
             case "stats":
                 return stats(args.run)
+            case "watch":
+                return _watch(args.run)
             case "init":
                 return asyncio.run(_init(args.path))
             case "register":

@@ -1,0 +1,2 @@
+"""The read-only terminal view of a run (``moltsim watch``). The only package that imports
+Textual."""
