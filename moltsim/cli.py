@@ -316,6 +316,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=Path)
     p.add_argument("--port", type=int)
+
+    p = commands.add_parser(
+        "export",
+        help="write a run's records (or transcripts) and manifest.json to a folder",
+        description="Export a run: one file per entity plus manifest.json, from one snapshot.",
+    )
+    p.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument("--out", type=Path, required=True, help="the export folder (new or empty)")
+    p.add_argument("--format", choices=["jsonl", "csv", "parquet", "markdown"], default="jsonl")
+    p.add_argument(
+        "--purpose", choices=["analysis", "training"], default="analysis",
+        help="training leaves out everything by agents whose owners objected",
+    )  # fmt: skip
+    p.add_argument("--since", help="keep records from this ISO-8601 sim time on")
+    p.add_argument("--until", help="keep records before this ISO-8601 sim time")
+    p.add_argument("--submolt", help="keep only this submolt's posts, comments and votes")
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+
+    p = commands.add_parser(
+        "verify",
+        help="check every exported action's signature and every record against its action",
+        description="Verify an export folder; exit 1 if anything fails.",
+    )
+    p.add_argument("export_dir", type=Path, metavar="EXPORT_DIR")
+
+    p = commands.add_parser(
+        "report", help="write a self-contained HTML report with plots",
+        description="Write a self-contained HTML report of a run (readable offline).",
+    )  # fmt: skip
+    p.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
     return parser
 
 
@@ -373,6 +404,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                 return _broker_config(args.run, args.out, args.port)
             case "broker":
                 return _broker(args.run, args.port)
+            case "export" | "verify" | "report":
+                from moltsim.export import commands as export_commands
+
+                return export_commands.run(args)
     except (
         RunFileError,
         CredentialsError,

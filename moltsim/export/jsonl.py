@@ -1,0 +1,37 @@
+"""JSON Lines: one record per line, UTF-8, keys in contract order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+from moltsim.export.records import Field, Record
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+BATCH = 5_000
+
+
+def write(path: Path, fields: tuple[Field, ...], records: Iterable[Record]) -> int:
+    """Write ``records`` to ``path``; returns how many."""
+    count = 0
+    it = iter(records)
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        while batch := list(islice(it, BATCH)):
+            out.write("\n".join(map(_encode, batch)))
+            out.write("\n")
+            count += len(batch)
+    return count
+
+
+def read(path: Path, fields: tuple[Field, ...]) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path.name}:{number}: not JSON ({exc})") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"{path.name}:{number}: not a JSON object")
+            yield record
