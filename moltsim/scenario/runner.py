@@ -36,9 +36,10 @@ from moltsim.scenario.metrics import Sampler, Watched, this_process
 from moltsim.scenario.schema import Event, Scenario
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFile, RunFileError
-from moltsim.wire.accounts import ENGINE, Accounts
-from moltsim.wire.connection import BrokerAddress, mqtt_client
+from moltsim.wire.accounts import ENGINE
+from moltsim.wire.connection import BrokerAddress
 from moltsim.wire.embedded import EmbeddedBroker
+from moltsim.wire.link import Link
 from moltsim.wire.topics import Topics
 
 log = logging.getLogger("moltsim.run")
@@ -253,13 +254,12 @@ class Runner:
             return procs
 
         try:
-            async with mqtt_client(
+            async with Link(
                 address, ENGINE, accounts.passwords[ENGINE],
                 identifier=f"moltsim-{accounts.sim}-runner",
+                subscriptions=[(accounts.topics.tick, 0), (accounts.topics.control_result, 1)],
+                on_message=self._on_message,
             ) as mqtt:  # fmt: skip
-                await mqtt.subscribe(accounts.topics.tick, qos=0)
-                await mqtt.subscribe(accounts.topics.control_result, qos=1)
-                listener = asyncio.create_task(self._listen(mqtt, accounts))
                 await self._wait_for_engine(engine)
                 await self._record_running(mqtt)
                 last_done = self._sim_now or clock.start
@@ -277,10 +277,13 @@ class Runner:
                         if self._run_state == "finished":
                             for child in children:
                                 child.finished_ok = True
-                        for child in children:
-                            if note := child.supervise():
-                                log.warning(note)
-                                progress.console.print(f"[yellow]{note}[/yellow]")
+                        notes = [note for child in children if (note := child.supervise())]
+                        if broker is not None and broker.process.poll() is not None:
+                            broker, note = self._restart_broker(broker, folder)
+                            notes.append(note)
+                        for note in notes:
+                            log.warning(note)
+                            progress.console.print(f"[yellow]{note}[/yellow]")
                         for plan in [p for p in pending if clock.start + p.join_at <= now]:
                             pending.remove(plan)
                             await self._join(mqtt, folder, plan)
@@ -316,7 +319,6 @@ class Runner:
                 self._send_metrics(mqtt, sampler, watched(), self._stats(folder, scenario))
                 if self._sends:
                     await asyncio.wait(self._sends, timeout=5)
-                listener.cancel()
         except BaseException:
             self.end_state = "failed"
             raise
@@ -352,13 +354,13 @@ class Runner:
 
     # --- run state and metrics (written by the engine, the run file's only writer) -------------
 
-    async def _record_running(self, mqtt: aiomqtt.Client) -> None:
+    async def _record_running(self, mqtt: Link) -> None:
         result = await self._command(mqtt, {"kind": "state", "state": "running"}, wait_s=10)
         if not result.get("ok"):
             log.warning("the run state could not be recorded: %s", result)
 
     def _send_metrics(
-        self, mqtt: aiomqtt.Client, sampler: Sampler, watched: list[Watched], stats: Stats
+        self, mqtt: Link, sampler: Sampler, watched: list[Watched], stats: Stats
     ) -> None:
         """Sample now; the engine writes the rows in its next commit. Sent in the background:
         an engine that is restarting gets them when it is back (its session is kept)."""
@@ -368,10 +370,7 @@ class Runner:
         )  # fmt: skip
 
         async def send() -> None:
-            try:
-                result = await self._command(mqtt, {"kind": "metrics", "samples": rows}, wait_s=10)
-            except aiomqtt.MqttError as exc:
-                result = {"ok": False, "error": f"not sent: {exc}"}
+            result = await self._command(mqtt, {"kind": "metrics", "samples": rows}, wait_s=10)
             if not result.get("ok"):
                 log.warning("metrics not recorded: %s", result.get("error", result))
 
@@ -410,21 +409,30 @@ class Runner:
                 raise TimeoutError("the engine did not start ticking in time")
             await asyncio.sleep(0.05)
 
-    async def _listen(self, mqtt: aiomqtt.Client, accounts: Accounts) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
-            async for message in mqtt.messages:
-                try:
-                    body = json.loads(message.payload)
-                except (ValueError, TypeError):
-                    continue
-                if message.topic.value == accounts.topics.tick:
-                    self._sim_now = float(body.get("sim_time", 0.0))
-                    self._run_state = str(body.get("state", ""))
-                elif isinstance(body, dict) and body.get("id"):
-                    self._results[str(body["id"])] = body
+    @staticmethod
+    def _restart_broker(broker: EmbeddedBroker, folder: RunFolder) -> tuple[EmbeddedBroker, str]:
+        """The embedded broker died: start it again on the same port, where the engine and the
+        pools reconnect by themselves (and resend what went unanswered)."""
+        code = broker.process.returncode
+        try:
+            again = EmbeddedBroker.start(folder.broker, broker.port, broker.host)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            return broker, f"the embedded broker exited with {code} and did not restart: {exc}"
+        return again, f"the embedded broker exited with {code}; restarted on port {again.port}"
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        try:
+            body = json.loads(message.payload)
+        except (ValueError, TypeError):
+            return
+        if message.topic.value == self._topics.tick:
+            self._sim_now = float(body.get("sim_time", 0.0))
+            self._run_state = str(body.get("state", ""))
+        elif isinstance(body, dict) and body.get("id"):
+            self._results[str(body["id"])] = body
 
     async def _command(
-        self, mqtt: aiomqtt.Client, command: dict[str, Any], wait_s: float = 30.0
+        self, mqtt: Link, command: dict[str, Any], wait_s: float = 30.0
     ) -> dict[str, Any]:
         command_id = f"c{len(self._results)}-{time.monotonic_ns()}"
         await mqtt.publish(self._topics.control, to_json({"id": command_id, **command}), qos=1)
@@ -435,7 +443,7 @@ class Runner:
             await asyncio.sleep(0.02)
         return self._results.pop(command_id)
 
-    async def _join(self, mqtt: aiomqtt.Client, folder: RunFolder, plan: PoolPlan) -> None:
+    async def _join(self, mqtt: Link, folder: RunFolder, plan: PoolPlan) -> None:
         for agent in plan.agents:
             creds = folder.credentials(agent.handle)
             result = await self._command(
@@ -447,7 +455,7 @@ class Runner:
                 log.warning("@%s could not join: %s", agent.handle, result)
         log.info("%d agents joined (%s)", len(plan.agents), plan.name)
 
-    async def _event(self, mqtt: aiomqtt.Client, event: Event) -> None:
+    async def _event(self, mqtt: Link, event: Event) -> None:
         command = event.model_dump(exclude={"at"}, exclude_none=True)
         result = await self._command(mqtt, command)
         log.info("event %s at +%.0f s: %s", event.kind, event.at, result)

@@ -209,6 +209,9 @@ class PoolClient:
         self._outbox: list[bytes] = []
         self._outbox_ready = asyncio.Event()
         self._acks: TextIO | None = None
+        self._resend_on_tick = False
+        """Set by a reconnect: what went out before the engine was back on a restarted broker
+        was dropped, so the first tick (the engine is subscribed again) triggers a resend."""
 
     def add(self, credentials: Credentials) -> AgentClient:
         agent = AgentClient(self, credentials)
@@ -317,6 +320,7 @@ class PoolClient:
                     await mqtt.subscribe(topics)
                     self._mqtt = mqtt
                     self.connected.set()
+                    self._resend_on_tick = self.reconnects > 0
                     backoff = 0.1
                     flusher = asyncio.create_task(self._flush_batches(mqtt)) if self.batch else None
                     try:
@@ -411,6 +415,9 @@ class PoolClient:
                 self.engine_restarts += 1
                 self._resend_unanswered()
             self.engine_epoch = epoch
+        elif self._resend_on_tick:
+            self._resend_unanswered()
+        self._resend_on_tick = False
         if number != self.tick_number or self.run_state != "running" or self.engine_restarts:
             self.tick_number = number
             self.tick_changed.set()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psutil
 
+from moltsim.store.runfile import RunFileError
 from moltsim.wire.client import ACK_JOURNAL_ENV
-from tests.scenario.conftest import Running, ledger_time, problems, run_db, wait_for
+from tests.scenario.conftest import Running, problems, run_db, wait_for
 
 
 @contextlib.contextmanager
@@ -117,12 +118,24 @@ def replaced(run: Running, role: str, old: psutil.Process, timeout: float = 30.0
     )
 
 
+def last_accepted(run_dir: Path) -> float | None:
+    """Sim time of the latest action an agent got accepted, or None while there is none."""
+    try:
+        with run_db(run_dir) as conn:
+            (last,) = conn.execute(
+                "SELECT MAX(sim_time) FROM actions WHERE outcome = 'ok' AND seq > 0"
+            ).fetchone()
+    except (RunFileError, sqlite3.Error):
+        return None
+    return None if last is None else float(last)
+
+
 def advanced(run_dir: Path, since: float | None, timeout: float, what: str) -> float:
-    """Wait until the ledger has an action later than ``since``; returns its sim time."""
+    """Wait until an agent's action later than ``since`` is accepted; returns its sim time."""
     latest: list[float] = []
 
     def moved() -> bool:
-        last = ledger_time(run_dir)
+        last = last_accepted(run_dir)
         if last is not None and (since is None or last > since):
             latest[:] = [last]
             return True
