@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/default.toml
+SOAK_MINUTES ?= 30
 
 .DEFAULT_GOAL := help
 
@@ -35,6 +36,9 @@ check: test ## alias of test
 bench: $(STAMP) ## benchmarks; figures go to bench-results.json
 	$(PY) -m bench
 
+soak: $(STAMP) ## ~1,000 agents for SOAK_MINUTES (default 30) wall minutes, then a health verdict
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
+
 format: $(STAMP) ## apply ruff's formatting and import order
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -42,4 +46,4 @@ format: $(STAMP) ## apply ruff's formatting and import order
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-.PHONY: install run lint typecheck pytest test check bench format help
+.PHONY: install run lint typecheck pytest test check bench soak format help
