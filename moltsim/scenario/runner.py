@@ -243,11 +243,13 @@ class Runner:
         sampler = Sampler(folder.db)
         interval = scenario.metrics.interval
         next_sample = 0.0
+        broker_restarts = 0
 
         def watched() -> list[Watched]:
             procs = [this_process()]
             if broker is not None:
-                procs.append(Watched("broker", broker.process.pid))
+                pid = broker.process.pid if broker.process.poll() is None else None
+                procs.append(Watched("broker", pid, broker_restarts))
             for child in children:
                 pid = child.process.pid if child.process and child.running else None
                 procs.append(Watched(child.name, pid, child.restarts))
@@ -280,6 +282,7 @@ class Runner:
                         notes = [note for child in children if (note := child.supervise())]
                         if broker is not None and broker.process.poll() is not None:
                             broker, note = self._restart_broker(broker, folder)
+                            broker_restarts += 1
                             notes.append(note)
                         for note in notes:
                             log.warning(note)
@@ -311,6 +314,10 @@ class Runner:
                         elif reason := self._budget(scenario, stats, started):
                             self.stop_reason = reason
                             self.end_state = "stopped"
+                        elif failed := [c for c in children if c.failure]:
+                            # Restarting cannot fix a bad input file: stop, so it can be mended.
+                            self.stop_reason = f"{failed[0].name} cannot go on: {failed[0].failure}"
+                            self.end_state = "failed"
                         if self.stop_reason:
                             break
                         with contextlib.suppress(TimeoutError):
@@ -345,7 +352,7 @@ class Runner:
         self._summary(folder, scenario, stats, started)
         logging.getLogger().removeHandler(handler)
         handler.close()
-        return 0
+        return 1 if self.end_state == "failed" else 0
 
     def _interrupt(self) -> None:
         self.stop_reason = self.stop_reason or "interrupted (Ctrl-C or SIGTERM)"
