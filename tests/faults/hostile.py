@@ -1,0 +1,740 @@
+"""Hostile input for a real engine: hypothesis strategies for envelopes and for every field of
+every action, and a driver that sends them through a real broker to a real engine process and
+holds each answer against the run file.
+
+A generated :class:`Case` is a recipe, not bytes: sequence numbers are handed out when a batch
+is sent, so that the envelopes the engine must accept number each agent's seqs without a gap,
+exactly as a well-behaved pool would, and every refusal can be told apart from a lost seq.
+The oracle for an action is the action models themselves (``ACTION_ADAPTER``) applied to the
+JSON the engine will read; the oracle for an envelope is how the recipe broke it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import sqlite3
+import tempfile
+import typing
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as seeded_by
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from moltsim.domain import actions as a
+from moltsim.domain.envelope import MAX_ENVELOPE_BYTES
+from moltsim.domain.errors import ErrorCode
+from moltsim.engine.rules import ProactiveContact, RateLimits, Rules
+from moltsim.engine.service import Engine
+from moltsim.identity.credentials import Credentials
+from moltsim.runfolder import RunFolder
+from moltsim.store.reader import open_readonly
+from moltsim.wire.gateway import ENVELOPE_FAILURES
+from moltsim.wire.topics import Topics
+from tests.scenario.conftest import problems
+from tests.wire.conftest import T0, EngineProcess, RawClient
+
+# --- the run under attack -------------------------------------------------------------------
+
+POOLS: dict[str, list[str]] = {"pool-1": ["alice", "bob"], "pool-2": ["carol"]}
+SENDER_POOL = "pool-1"
+"""The pool whose account the attacks are sent from (a pool that holds valid credentials and
+turns hostile: the worst case the ACL allows)."""
+SUBMOLT = "general"
+HOSTILE_RULES = Rules(
+    rate_limits=RateLimits(enabled=False), proactive_contact=ProactiveContact(enabled=False)
+)
+"""No rate limits and no contact policy, so that every well-formed action the rules allow is
+applied and can be checked; what is left to refuse is the input itself."""
+
+RULE_OUTCOMES = frozenset(
+    {"ok", "not_found", "gone", "forbidden", "duplicate", "limit_reached", "rate_limited",
+     "proactive_contact_not_allowed"}
+)  # fmt: skip
+"""What the rules may answer to a well-formed action."""
+ENVELOPE_OUTCOMES = frozenset(ENVELOPE_FAILURES)
+STABLE_OUTCOMES = frozenset({"ok", *(code.value for code in ErrorCode)}) - {"internal"}
+"""Every ledger outcome a hostile envelope may get: ``internal`` (an engine bug) is not one."""
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """Ids of what the run holds before the attack starts (targets for ids in actions)."""
+
+    post_id: int
+    comment_id: int
+
+
+async def make_hostile_run(path: Path) -> tuple[RunFolder, Seeded]:
+    """A run with alice and bob in pool-1, carol in pool-2, a submolt, and a post and a
+    comment by carol to aim at."""
+    folder = await RunFolder.create(path, rules=HOSTILE_RULES)
+    for pool, handles in POOLS.items():
+        await folder.register([(h, {}) for h in handles], pool, T0)
+    engine = await Engine.open(folder.db)
+    try:
+        await engine.seed_submolt(SUBMOLT, T0)
+        carol = engine.forum.state.handles["carol"]
+        post = await engine.submit(carol, a.CreatePost(submolt=SUBMOLT, title="target"), T0 + 1)
+        comment = await engine.submit(
+            carol, a.CreateComment(post_id=post.data["post_id"], body="target"), T0 + 2
+        )
+    finally:
+        await engine.close()
+    return folder, Seeded(post.data["post_id"], comment.data["comment_id"])
+
+
+# --- values ---------------------------------------------------------------------------------
+
+NASTY_PIECES = [
+    "\x00", "\u202e", "\u200f", "\u200b", "\ufeff", "\u2028", "\r\n", "\t", "\x1b[31m",
+    "🦞", "👩\u200d👩\u200d👧\u200d👦", "e\u0301\u0301\u0301", "Ω≈ç√",
+    "\U0001d573\U0001d58a", "\u0430lice",
+    "' OR 1=1; --", '"; DROP TABLE posts; --', "Robert'); DELETE FROM actions;--",
+    'NEAR(a b) OR "x" * ^ AND NOT -', "title:x", "col:*", '"unterminated', "(((", ")",
+    "*", "^", "-", "+", "{", "}", "[", "]", "\\", "%", "_", "%s%n%x", "{{7*7}}", "${jndi:x}",
+    "<script>alert(1)</script>", "</untrusted-content>", "../../etc/passwd", "@alice",
+    "@bob @carol @nobody @ALICE ", "\\u0000", "\ud7ff", "\U0010ffff", "ﷺ", "\u0600\u0601",
+]  # fmt: skip
+"""Text that has broken parsers, databases, full-text search and terminals before."""
+
+
+@cache
+def hostile_text(max_size: int = 60) -> st.SearchStrategy[str]:
+    """Short strings of hostile pieces and arbitrary code points (no lone surrogates: JSON
+    from Python's ``json`` can carry them, see :func:`junk`)."""
+    pieces = st.lists(
+        st.one_of(st.sampled_from(NASTY_PIECES), st.text(max_size=8)), max_size=6
+    ).map("".join)
+    return st.one_of(pieces, st.text(max_size=max_size)).map(lambda s: s[:max_size])
+
+
+REPEATED_UNITS = ["a", "é", "🦞", "\u202e", " ", "@alice ", "'", "\x00", "x\u0301"]
+
+
+@cache
+def text_near(limit: int) -> st.SearchStrategy[str]:
+    """Strings of exactly ``limit - 1``, ``limit`` or ``limit + 1`` characters."""
+
+    def build(unit: str, delta: int) -> str:
+        size = limit + delta
+        return (unit * (size // len(unit) + 1))[:size]
+
+    return st.builds(build, st.sampled_from(REPEATED_UNITS), st.sampled_from([-1, 0, 1]))
+
+
+@cache
+def junk(max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any JSON-ish value, including what JSON cannot say (NaN, infinities, lone surrogates,
+    integers beyond 64 bits) and nesting."""
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.sampled_from([0, -1, 2**31, 2**53 + 1, 2**62, 2**62 + 1, 2**63, 2**64, -(2**63) - 1]),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324, 1.0]),
+        hostile_text(),
+        st.sampled_from(["\ud800", "a\udfffb"]),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(hostile_text(12), inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for level in range(depth):
+        value = [value] if level % 2 else {"x": value}
+    return value
+
+
+@cache
+def ids(seeded: Seeded) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.sampled_from([seeded.post_id, seeded.comment_id, 1, 2, 3]),
+        st.integers(min_value=-(2**64), max_value=2**64),
+        st.sampled_from([0, -1, a.MAX_ID, a.MAX_ID + 1, 2**63 - 1, 2**63, 2**64]),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.just(float(seeded.post_id)),
+    )
+
+
+HANDLES = ["alice", "bob", "carol", "ALICE", "nobody", "\u0430lice", "a", "x" * 33, "alice\x00"]
+
+
+@cache
+def handles() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.sampled_from(HANDLES), st.from_regex(a.HANDLE_PATTERN, fullmatch=True), hostile_text()
+    )
+
+
+@cache
+def submolt_names() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.just(SUBMOLT),
+        st.from_regex(a.SUBMOLT_NAME_PATTERN, fullmatch=True),
+        st.sampled_from(["General", "-x", "x-", "a", "x" * 31, "ge neral", "général"]),
+        hostile_text(),
+    )
+
+
+@cache
+def texts(limit: int) -> st.SearchStrategy[Any]:
+    return st.one_of(hostile_text(), hostile_text(), text_near(limit))
+
+
+@cache
+def field_values(name: str, model: type[BaseModel], seeded: Seeded) -> st.SearchStrategy[Any]:
+    """Mostly plausible values for one field of one action, by the field's name; literals
+    from the model's own annotation."""
+    options = _literal_options(model.model_fields[name].annotation)
+    if options:
+        return st.one_of(st.sampled_from(options), junk(2))
+    by_name: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
+        "submolt": submolt_names,
+        "name": submolt_names,
+        "title": lambda: texts(a.MAX_TITLE if model is a.CreatePost else 100),
+        "body": lambda: texts(
+            {a.CreatePost: a.MAX_POST_BODY, a.CreateComment: a.MAX_COMMENT_BODY}.get(
+                model, a.MAX_DM_BODY
+            )
+        ),
+        "description": lambda: texts(1_000),
+        "bio": lambda: texts(1_000),
+        "display_name": lambda: texts(64),
+        "q": lambda: texts(200),
+        "model": lambda: texts(200),
+        "url": lambda: st.one_of(
+            hostile_text().map(lambda s: "https://example.org/" + s.replace(" ", "")),
+            hostile_text(),
+        ),
+        "agent": handles,
+        "to": handles,
+        "latency_ms": lambda: st.one_of(st.floats(allow_nan=True, allow_infinity=True), junk(1)),
+        "estimated": lambda: st.one_of(st.booleans(), junk(1)),
+    }
+    if name in by_name:
+        return by_name[name]()
+    if name.endswith("_id") or name == "id":
+        return ids(seeded)
+    return st.one_of(st.integers(min_value=-3, max_value=1_003), ids(seeded))  # counts, limits
+
+
+def _literal_options(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    found: list[Any] = []
+    for arg in typing.get_args(annotation):
+        found += _literal_options(arg)
+    return found
+
+
+def _models(union: Any) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(union):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            found.append(arg)
+        else:
+            found += _models(arg)
+    return found
+
+
+ACTION_MODELS: list[type[BaseModel]] = _models(a.Action)
+"""Every action model, moderation ops included."""
+DISCRIMINATORS = ("type", "op")
+
+
+@st.composite
+def plausible_action(draw: st.DrawFn, model: type[BaseModel], seeded: Seeded) -> dict[str, Any]:
+    """An action of ``model``: its discriminators, each required field and some optional ones,
+    with mostly plausible, often hostile values."""
+    action: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in DISCRIMINATORS:
+            action[name] = info.default
+        elif info.is_required() or draw(st.booleans()):
+            action[name] = draw(field_values(name, model, seeded))
+    return action
+
+
+@st.composite
+def hostile_action(draw: st.DrawFn, seeded: Seeded) -> dict[str, Any]:
+    """Any action type, then maybe broken: a field of the wrong type, one missing, one too many,
+    an unknown type or op."""
+    model = draw(st.sampled_from(ACTION_MODELS))
+    action = draw(plausible_action(model, seeded))
+    how = draw(st.sampled_from(["as is", "as is", "junk field", "drop", "extra", "discriminator"]))
+    keys = sorted(action)
+    if how == "junk field":
+        action[draw(st.sampled_from(keys))] = draw(junk())
+    elif how == "drop":
+        del action[draw(st.sampled_from(keys))]
+    elif how == "extra":
+        action[draw(hostile_text(12).filter(lambda k: k not in action))] = draw(junk(3))
+    elif how == "discriminator":
+        action[draw(st.sampled_from([k for k in keys if k in DISCRIMINATORS]))] = draw(
+            st.one_of(st.sampled_from(["hello", "POST", "post ", "admin", ""]), junk(2))
+        )
+    return action
+
+
+@st.composite
+def sound_action(draw: st.DrawFn, seeded: Seeded) -> dict[str, Any]:
+    """A write the rules must accept, carrying hostile but valid text."""
+    text = draw(hostile_text(200).map(lambda s: s.replace("\x00", "")).filter(str.strip))
+    kind = draw(st.sampled_from(["post", "comment", "reply", "dm", "profile", "search"]))
+    if kind == "post":
+        return {"type": "post", "submolt": SUBMOLT, "title": text[:300], "body": text * 3}
+    if kind == "comment":
+        return {"type": "comment", "post_id": seeded.post_id, "body": text}
+    if kind == "reply":
+        return {"type": "comment", "parent_id": seeded.comment_id, "body": text}
+    if kind == "dm":
+        return {"type": "dm", "to": "carol", "body": text}
+    if kind == "profile":
+        return {"type": "update_profile", "bio": text}
+    return {"type": "search", "q": text}
+
+
+def draw(strategy: st.SearchStrategy[Any], count: int, *, seed: int) -> list[Any]:
+    """``count`` examples of ``strategy``, the same ones for the same ``seed`` (no example
+    database, no shrinking: the checks run later, against the engine)."""
+    found: list[Any] = []
+
+    @seeded_by(seed)
+    @settings(
+        max_examples=count, database=None, phases=[Phase.generate], deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    @given(strategy)
+    def collect(example: Any) -> None:
+        found.append(example)
+
+    collect()
+    return found
+
+
+# --- cases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to build one hostile message once its seq is known, and what the engine may say."""
+
+    kind: str
+    """``signed`` (a correctly signed envelope: it consumes a seq unless too large),
+    ``tampered`` (signed, then altered), ``junk`` (signed over fields that are not an envelope),
+    ``garbage`` (bytes or JSON that is no envelope at all)."""
+    agent: str = "alice"
+    action: Any = None
+    change: tuple[str, Any] | None = None
+    """For ``tampered`` and ``junk``: the field and its new value (``...`` removes it)."""
+    raw: bytes | None = None
+    """For ``garbage``: the message itself."""
+    pad_to: int | None = None
+    """For ``signed``: pad a post's body so that the envelope is exactly this many bytes."""
+    must_apply: bool = False
+    """For ``signed``: a sound action the rules must accept."""
+
+
+@dataclass
+class Built:
+    case: Case
+    message: Any
+    """The envelope as a Python value (what goes into a pool batch) ..."""
+    raw: bytes
+    """... and as the bytes sent on an agent topic."""
+    expect: frozenset[str]
+    seq: int | None
+    action_json: Any = None
+    """For ``signed``: the action as the engine reads it (JSON-decoded)."""
+
+
+DROP = "<drop>"
+ENVELOPE_KEYS = ("v", "agent", "seq", "action", "sig")
+ODD_SIGNATURES = [
+    "", "AAAA", "=", "A" * 201, base64.b64encode(bytes(64)).decode(),
+    base64.b64encode(bytes(63)).decode(), base64.b64encode(bytes(65)).decode(),
+]  # fmt: skip
+
+
+def envelope_fields(seeded: Seeded) -> st.SearchStrategy[tuple[str, Any]]:
+    """A change to one envelope field: junk, removal, or an extra field."""
+    return st.one_of(
+        st.tuples(st.sampled_from(["v", "agent", "seq", "action", "sig"]), junk()),
+        st.tuples(st.sampled_from(["v", "agent", "seq", "action", "sig"]), st.just(DROP)),
+        st.tuples(hostile_text(10).filter(lambda k: k not in ENVELOPE_KEYS), junk(2)),
+        st.tuples(st.just("agent"), handles()),
+        st.tuples(st.just("seq"), ids(seeded)),
+        st.tuples(st.just("sig"), st.sampled_from(ODD_SIGNATURES)),
+    )
+
+
+def cases(seeded: Seeded) -> st.SearchStrategy[Case]:
+    """One hostile message of any kind."""
+    agents = st.sampled_from(["alice", "alice", "bob", "carol"])
+    signed = st.builds(Case, st.just("signed"), agents, hostile_action(seeded))
+    sound = st.builds(Case, st.just("signed"), st.sampled_from(["alice", "bob"]),
+                      sound_action(seeded), must_apply=st.just(True))  # fmt: skip
+    tampered = st.builds(Case, st.just("tampered"), agents, sound_action(seeded),
+                         envelope_fields(seeded))  # fmt: skip
+    signed_junk = st.builds(Case, st.just("junk"), agents, sound_action(seeded),
+                            envelope_fields(seeded))  # fmt: skip
+    garbage = st.one_of(
+        st.binary(max_size=200),
+        junk().map(lambda v: json.dumps(v).encode()),
+        st.sampled_from([b"", b"null", b"{}", b"[]", b'"x"', b"1e999", b"{" * 300,
+                         json.dumps(nested(120)).encode(), b"\xef\xbb\xbf{}"]),
+    ).map(lambda raw: Case("garbage", raw=raw))  # fmt: skip
+    sized = st.builds(
+        Case, st.just("signed"), st.just("alice"),
+        st.just({"type": "post", "submolt": SUBMOLT, "title": "sized"}),
+        pad_to=st.sampled_from([MAX_ENVELOPE_BYTES + d for d in (-1, 0, 1)]),
+    )  # fmt: skip
+    return st.one_of(signed, signed, signed, sound, tampered, signed_junk, garbage, sized)
+
+
+CASES_PER_EXAMPLE = 20
+"""Cases are drawn in lists: hypothesis' cost per example is several times its cost per case."""
+
+
+def draw_cases(seeded: Seeded, count: int, *, seed: int) -> list[Case]:
+    """``count`` hostile cases, the same ones for the same ``seed``."""
+    found: list[Case] = []
+    batches = st.lists(cases(seeded), min_size=CASES_PER_EXAMPLE, max_size=CASES_PER_EXAMPLE)
+    while len(found) < count:
+        wanted = -(-(count - len(found)) // CASES_PER_EXAMPLE)
+        for batch in draw(batches, wanted, seed=seed):
+            found += batch
+        seed += 1_000_003
+    return found[:count]
+
+
+def envelope_ok(fields: dict[str, Any]) -> bool:
+    """Whether junk put into a signed envelope happens to be a valid value after all."""
+    return (
+        set(fields) == {"v", "agent", "seq", "action"}
+        and type(fields["v"]) is int and fields["v"] == 1
+        and isinstance(fields["agent"], str) and fields["agent"].lower() in ("alice", "bob")
+        and type(fields["seq"]) is int and fields["seq"] >= 0
+        and isinstance(fields["action"], dict)
+    )  # fmt: skip
+
+
+def build(case: Case, creds: dict[str, Credentials], seqs: dict[str, int], topic_agent: str | None,
+          pool: str | None) -> Built:  # fmt: skip
+    """The message of ``case`` for sending on ``topic_agent``'s topic (or in ``pool``'s batch),
+    with the seq it takes and what the engine may answer."""
+    if case.kind == "garbage":
+        assert case.raw is not None
+        try:
+            message = json.loads(case.raw)
+        except (ValueError, RecursionError):
+            message = case.raw.decode("latin-1")  # in a batch: a string, no envelope either
+        return Built(case, message, case.raw, frozenset({"malformed"}), None)
+    signer = creds[case.agent].signer
+    seq = seqs[case.agent]
+    action = case.action
+    if case.pad_to is not None:
+        action = _padded(signer, case.agent, seq, case.action, case.pad_to)
+    fields: dict[str, Any] = {"v": 1, "agent": case.agent, "seq": seq, "action": action}
+    if case.kind == "junk":
+        assert case.change is not None
+        _change(fields, *case.change)
+        if envelope_ok(fields):
+            del fields["v"]  # the junk happened to be a valid value: break the envelope anyway
+    try:
+        sig = signer.sign(fields)
+    except ValueError:  # lone surrogates cannot be signed: the envelope goes unsigned
+        sig = None
+    message = {**fields, "sig": sig or "AAAA"}
+    if case.kind == "tampered":
+        assert case.change is not None
+        before = dict(message)
+        _change(message, *case.change)
+        if message == before and type(message.get(case.change[0])) is type(before.get(
+                case.change[0])):  # fmt: skip
+            del message["sig"]  # the change changed nothing: break the envelope anyway
+    raw = _compact(message)
+    if case.kind != "signed" or sig is None:
+        return Built(case, message, raw, ENVELOPE_OUTCOMES, None)
+    size = len(raw) if topic_agent is not None else len(_compact(message))
+    if size > MAX_ENVELOPE_BYTES:
+        return Built(case, message, raw, frozenset({"too_large"}), None)
+    owner = next(p for p, hs in POOLS.items() if case.agent in hs)
+    if (topic_agent is not None and topic_agent != case.agent) or (
+        pool is not None and pool != owner
+    ):
+        return Built(case, message, raw, frozenset({"not_your_agent"}), None)
+    seqs[case.agent] += 1
+    action_json = json.loads(json.dumps(action))  # what the engine will read
+    try:
+        model = a.ACTION_ADAPTER.validate_python(action_json)
+    except ValidationError:
+        return Built(case, message, raw, frozenset({"invalid"}), seq, action_json)
+    expect = frozenset({"ok"}) if case.must_apply or model.type == "search" else RULE_OUTCOMES
+    return Built(case, message, raw, expect, seq, action_json)
+
+
+def _change(fields: dict[str, Any], name: str, value: Any) -> None:
+    if value == DROP:
+        fields.pop(name, None)
+    else:
+        fields[name] = value
+
+
+def _compact(message: Any) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(
+        errors="surrogatepass"
+    )
+
+
+def _padded(signer: Any, agent: str, seq: int, action: dict[str, Any], size: int) -> dict[str, Any]:
+    """``action`` with a body that makes the signed envelope exactly ``size`` bytes."""
+    body = ""
+    for _ in range(3):
+        fields = {"v": 1, "agent": agent, "seq": seq, "action": {**action, "body": body}}
+        message = {**fields, "sig": signer.sign(fields)}
+        missing = size - len(_compact(message))
+        emoji, rest = divmod(len(body.encode()) + missing, 4)
+        body = "🦞" * emoji + "a" * rest
+    assert len(_compact(message)) == size, (len(_compact(message)), size)
+    return {**action, "body": body}
+
+
+# --- sending and checking -------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What a campaign sent and what came of it."""
+
+    sent: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    applied_checked: int = 0
+
+
+class Attacker:
+    """pool-1's account, turned hostile, against a running engine; checks every answer."""
+
+    def __init__(self, folder: RunFolder, client: RawClient, engine: EngineProcess) -> None:
+        self.folder = folder
+        self.client = client
+        self.engine = engine
+        self.topics: Topics = folder.accounts().topics
+        self.creds = {h: folder.credentials(h) for hs in POOLS.values() for h in hs}
+        self.seqs = {handle: last_seq(folder.db, handle) + 1 for handle in self.creds}
+        self.tally = Tally()
+
+    @staticmethod
+    def subscriptions(topics: Topics) -> list[str]:
+        return [topics.reply("alice"), topics.reply_batch(SENDER_POOL)]
+
+    async def send_on_topic(self, batch: Iterable[Case]) -> list[Built]:
+        """Each case as its own message on alice's topic; waits for every reply."""
+        built = [build(c, self.creds, self.seqs, "alice", None) for c in batch]
+        mark = last_ledger_id(self.folder.db)
+        for item in built:
+            await self.client.publish(self.topics.act("alice"), item.raw)
+        replies = [
+            await self.client.receive(self.topics.reply("alice"), within=20.0) for _ in built
+        ]
+        self._check(built, replies, mark)
+        return built
+
+    async def send_batch(self, batch: Iterable[Case]) -> list[Built]:
+        """All cases as one pool batch; waits for the batch's replies."""
+        built = [build(c, self.creds, self.seqs, None, SENDER_POOL) for c in batch]
+        if not built:
+            return built
+        mark = last_ledger_id(self.folder.db)
+        payload = b"[" + b",".join(_batch_item(b.message) for b in built) + b"]"
+        await self.client.publish(self.topics.act_batch(SENDER_POOL), payload)
+        replies: list[Any] = []
+        while len(replies) < len(built):
+            replies += await self.client.receive(self.topics.reply_batch(SENDER_POOL), within=20.0)
+        self._check(built, replies, mark)
+        return built
+
+    def _check(self, built: list[Built], replies: list[Any], mark: int) -> None:
+        rows = ledger_rows(self.folder.db, mark)
+        assert len(rows) == len(built), (
+            f"{len(built)} envelopes sent, {len(rows)} ledger rows:\n{self.engine.log()[-3000:]}"
+        )
+        answered = Counter(_reply_outcome(r) for r in replies)
+        recorded = Counter(row.outcome for row in rows)
+        assert answered == recorded, (answered, recorded)
+        latest: dict[Any, int] = {}
+        """The last accepted change of each profile and vote: earlier ones were overwritten."""
+        for n, (item, row) in enumerate(zip(built, rows, strict=True)):
+            assert row.outcome in STABLE_OUTCOMES, (row, item.case)
+            assert row.outcome in item.expect, (
+                f"expected {sorted(item.expect)}, got {row.outcome}: {row.message}\n{item.case}"
+            )
+            assert row.seq == item.seq or item.seq is None, (row, item.seq)
+            if row.outcome == "ok" and item.seq is not None:
+                latest[_overwrites(row, item.action_json)] = n
+            self.tally.outcomes[row.outcome] += 1
+        for n, (item, row) in enumerate(zip(built, rows, strict=True)):
+            if (
+                row.outcome == "ok"
+                and item.seq is not None
+                and latest.get(_overwrites(row, item.action_json)) == n
+            ):
+                self.tally.applied_checked += check_applied(self.folder.db, row, item.action_json)
+        self.tally.sent += len(built)
+
+    def assert_healthy(self) -> None:
+        """The engine runs and logged no traceback; the run file is sound."""
+        assert self.engine.running, self.engine.log()[-3000:]
+        assert "Traceback" not in self.engine.log(), self.engine.log()[-5000:]
+        assert run_file_problems(self.folder.db) == []
+
+
+def _overwrites(row: Row, action: dict[str, Any]) -> Any:
+    """What an accepted action may overwrite: a later one with the same key replaces it."""
+    if action.get("type") == "update_profile":
+        return ("profile", row.agent_id)
+    if action.get("type") == "vote":
+        return ("vote", row.agent_id, action.get("target"), action.get("id"))
+    return ("own", row.id)
+
+
+def _batch_item(message: Any) -> bytes:
+    """ASCII JSON: a lone surrogate travels as an escape and the batch stays valid JSON."""
+    return json.dumps(message).encode()
+
+
+def _reply_outcome(body: dict[str, Any]) -> str:
+    if body.get("duplicate"):
+        return "replay"
+    return "ok" if body.get("ok") else str(body.get("code"))
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    agent_id: int | None
+    seq: int | None
+    type: str
+    outcome: str
+    message: str
+    result: str | None
+
+
+def last_seq(db: Path, handle: str) -> int:
+    """The last seq of ``handle`` that the engine took (as the engine itself works it out)."""
+    marks = ",".join("?" * len(ENVELOPE_FAILURES))
+    conn = open_readonly(db)
+    try:
+        (last,) = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM actions JOIN agents ON agents.id = agent_id"
+            f" WHERE handle = ? AND outcome NOT IN ({marks})",
+            (handle, *ENVELOPE_FAILURES),
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(last)
+
+
+def last_ledger_id(db: Path) -> int:
+    conn = open_readonly(db)
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM actions").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def ledger_rows(db: Path, after: int) -> list[Row]:
+    conn = open_readonly(db)
+    try:
+        return [
+            Row(*r)
+            for r in conn.execute(
+                "SELECT id, agent_id, seq, type, outcome, message, result FROM actions"
+                " WHERE id > ? ORDER BY id",
+                (after,),
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def check_applied(db: Path, row: Row, action_json: dict[str, Any]) -> int:
+    """That an accepted write is in the forum exactly as sent (text byte for byte, after the
+    models' own normalisation); returns 1 when there was something to check."""
+    model = a.ACTION_ADAPTER.validate_python(action_json)
+    result = json.loads(row.result) if row.result else {}
+    conn = open_readonly(db)
+    try:
+        if isinstance(model, a.CreatePost):
+            found = conn.execute(
+                "SELECT title, body, url FROM posts WHERE id = ?", (result["post_id"],)
+            ).fetchone()
+            assert found == (model.title, model.body, model.url), (found, model)
+        elif isinstance(model, a.CreateComment):
+            (body,) = conn.execute(
+                "SELECT body FROM comments WHERE id = ?", (result["comment_id"],)
+            ).fetchone()
+            assert body == model.body
+        elif isinstance(model, a.SendDm):
+            (body,) = conn.execute(
+                "SELECT body FROM dms WHERE id = ?", (result["dm_id"],)
+            ).fetchone()
+            assert body == model.body
+        elif isinstance(model, a.UpdateProfile):
+            name, bio = conn.execute(
+                "SELECT display_name, bio FROM agents WHERE id = ?", (row.agent_id,)
+            ).fetchone()
+            assert model.display_name in (None, name) and model.bio in (None, bio)
+        elif isinstance(model, a.CreateSubmolt):
+            found = conn.execute(
+                "SELECT title, description FROM submolts WHERE name = ?", (model.name,)
+            ).fetchone()
+            assert found == (model.title, model.description), (found, model)
+        elif isinstance(model, a.Vote) and model.value:
+            (value,) = conn.execute(
+                "SELECT value FROM votes WHERE target_kind = ? AND target_id = ? AND agent_id = ?",
+                (model.target, model.id, row.agent_id),
+            ).fetchone()
+            assert value == model.value
+        else:
+            return 0
+    finally:
+        conn.close()
+    return 1
+
+
+def run_file_problems(db: Path) -> list[str]:
+    """``PRAGMA integrity_check`` and the forum invariants of a snapshot of the run file.
+
+    Envelopes refused before the rules name whatever seq they like and consume none, so their
+    ledger rows are left out of the snapshot before the seq check."""
+    source = open_readonly(db)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = sqlite3.connect(Path(tmp) / "snapshot.db")
+        try:
+            source.backup(copy)
+            (integrity,) = copy.execute("PRAGMA integrity_check").fetchone()
+            found = [] if integrity == "ok" else [f"integrity_check: {integrity}"]
+            marks = ",".join("?" * len(ENVELOPE_FAILURES))
+            copy.execute(f"DELETE FROM actions WHERE outcome IN ({marks})", ENVELOPE_FAILURES)
+            copy.commit()
+            return found + problems(copy)
+        finally:
+            copy.close()
+            source.close()
