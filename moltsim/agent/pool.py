@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moltsim.agent.brains.base import Brain
 from moltsim.agent.brains.llm import LlmBrain, LlmConfig, LlmConfigError
@@ -24,6 +24,7 @@ from moltsim.agent.persona import Persona
 from moltsim.agent.runtime import HEARTBEAT_S, AgentRuntime
 from moltsim.agent.skill import Skill, load_skill
 from moltsim.runfolder import RunFolder
+from moltsim.store.runfile import RunFileError
 from moltsim.wire.client import PoolClient, RequestTimeout
 from moltsim.wire.connection import BrokerAddress
 
@@ -61,7 +62,14 @@ class PoolManifest(BaseModel):
         path = cls.path(folder, pool)
         if not path.exists():
             return cls(pool=pool)
-        return cls.model_validate_json(path.read_text())
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(map(str, problem["loc"])) or "the file"
+            raise RunFileError(
+                f"{path} is not a valid pool manifest ({where}: {problem['msg']})"
+            ) from exc
 
     def save(self, folder: RunFolder) -> Path:
         path = self.path(folder, self.pool)

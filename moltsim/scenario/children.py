@@ -12,6 +12,10 @@ from pathlib import Path
 
 log = logging.getLogger("moltsim.run")
 
+BAD_INPUT = 2
+"""The exit status of ``moltsim`` for an input it cannot use (a broken manifest, key file or
+run file, a full disk): starting it again cannot help, so the run stops instead."""
+
 
 @dataclass
 class Child:
@@ -26,6 +30,8 @@ class Child:
     stopped: bool = field(default=False)
     finished_ok: bool = False
     """A clean exit (code 0) is the end, not a crash: set once the run is finishing."""
+    failure: str = ""
+    """Why it exited with :data:`BAD_INPUT` (the last line it wrote); it is not restarted."""
 
     def start(self) -> None:
         out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -54,6 +60,11 @@ class Child:
             return None
         if code == 0 and self.finished_ok:
             return None
+        if code == BAD_INPUT:
+            if not self.failure:
+                self.failure = self._last_line() or f"exit status {code}"
+                return f"{self.name} cannot go on: {self.failure}"
+            return None
         if self.next_start == 0.0:
             self.next_start = now + self.backoff
             return f"{self.name} exited with {code}; restarting in {self.backoff:.1f} s"
@@ -64,6 +75,13 @@ class Child:
             self.start()
             return f"{self.name} restarted (restart #{self.restarts})"
         return None
+
+    def _last_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, wait for a clean exit, SIGKILL if it will not go."""
