@@ -159,4 +159,3 @@ def test_a_mended_run_resumes_to_its_end(mended: Mended) -> None:
 
 def test_a_mended_run_lost_and_doubled_nothing(mended: Mended) -> None:
     assert verdict(mended.run_dir, mended.journal) == []
-
