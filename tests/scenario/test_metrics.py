@@ -20,7 +20,7 @@ from moltsim.scenario.load import load_scenario
 from moltsim.scenario.metrics import Sampler, Watched, run_file_bytes, this_process
 from moltsim.scenario.schema import Metrics
 from moltsim.store.metrics import growth, read_series, run_state, summary_lines
-from moltsim.store.runfile import RunFile
+from moltsim.store.runfile import RunFile, RunFileError
 from moltsim.tomlfile import ConfigError
 from moltsim.wire.gateway import Gateway
 from moltsim.wire.server import run_control
@@ -225,11 +225,21 @@ def test_the_interval_is_a_validated_scenario_setting(tmp_path: Path) -> None:
 # --- real runs -------------------------------------------------------------------------------
 
 
+def state(run: Path) -> tuple[str, float]:
+    """The run file's state and when it was set (``("", 0.0)`` before there is one)."""
+    try:
+        with run_db(run) as conn:
+            m = meta(conn)
+    except (RunFileError, sqlite3.Error):
+        return ("", 0.0)
+    return (m.get("state", ""), float(m.get("state_at", 0.0)))
+
+
 @pytest.mark.slow
 def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finished(
     tmp_path: Path,
 ) -> None:
-    """Two real runs at once: one to its end, one interrupted with SIGINT."""
+    """Two real runs at once: one to its end, one interrupted with SIGINT and then resumed."""
     every_second = '\n[metrics]\ninterval = "1s"\n'
     short = tmp_path / "short.toml"
     short.write_text(
@@ -243,15 +253,7 @@ def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finis
     )  # fmt: skip
     began = time.time()
     with running(short, tmp_path / "short") as a, running(long, tmp_path / "long") as b:
-
-        def state(run: Path) -> str | None:
-            try:
-                with run_db(run) as conn:
-                    return meta(conn).get("state")
-            except Exception:
-                return None
-
-        wait_for(lambda: state(b.run_dir) == "running", 60, "the long run to be running")
+        wait_for(lambda: state(b.run_dir)[0] == "running", 60, "the long run to be running")
 
         def rows(run: Path) -> int:
             with run_db(run) as conn:
@@ -296,6 +298,15 @@ def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finis
         m = meta(conn)
         assert m["state"] == "interrupted"
         assert len(read_series(conn)[("engine", "rss_kb")]) >= 2
+        (reached,) = conn.execute("SELECT MAX(sim_time) FROM actions").fetchone()
+    interrupted_at = float(m["state_at"])
+    more = f"{reached - START_S + 3_600:.0f}"  # an hour more: six wall seconds at 600x
+    with running(long, tmp_path / "long", "--resume", "--duration", more) as resumed:
+        wait_for(lambda: state(resumed.run_dir) > ("running", interrupted_at), 60, "running again")
+        assert state(resumed.run_dir)[0] == "running"
+        assert resumed.wait(timeout=60) == 0, resumed.text[-3000:]
+    finished, at = state(tmp_path / "long")
+    assert finished == "finished" and at > interrupted_at
 
     out = squash(cli("stats", tmp_path / "short").stdout)
     assert squash("state     finished since") in out
