@@ -4,6 +4,7 @@ run's health from the metrics in its run file, its ledger and its logs.
     python -m bench.soak --minutes 30            what ``make soak`` runs
     python -m bench.soak --verdict RUN_DIR       judge a run that already ran
 
+A soak that ran records its figures (``soak_*``) in ``bench-results.json``.
 The verdict compares the first and the last fifth of the run (after a warm-up), so it says
 something only when the run lasted long enough for the windows to hold several samples: with
 samples each minute, 30 minutes gives six per window, 5 minutes one. It exits 1 when a check
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.results import record
 from moltsim.scenario.load import load_scenario
 from moltsim.store.metrics import Series, growth, read_series, run_state
 from moltsim.store.reader import open_readonly
@@ -301,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"soak: moltsim run exited with {code}", file=sys.stderr)
     verdict = verdict_for(run_dir)
+    if args.verdict is None:
+        print("soak figures (bench-results.json):")
+        record(verdict.figures)
     print(f"soak verdict for {run_dir}:")
     for line in verdict.lines():
         print(line)
