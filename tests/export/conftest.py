@@ -90,7 +90,8 @@ async def build_forum(path: Path) -> Forum:
         await w.ok(OBJECTOR, {"type": "create_submolt", "name": "hush-club", "title": "Hush club",
                               "description": "HUSHCLUBDESC"})  # fmt: skip
         silent = await w.ok(OBJECTOR, {"type": "post", "submolt": "general",
-                                       "title": "Silent verses", "body": "ZEPHYRQUILL is mine."})  # fmt: skip
+                                       "title": "Silent verses",
+                                       "body": "ZEPHYRQUILL is mine."})  # fmt: skip
         ids["post:silent"] = silent["post_id"]
         nice = await w.ok("bob", {"type": "comment", "post_id": silent["post_id"],
                                   "body": "Nice one, @hush_hollow!"})  # fmt: skip
@@ -100,7 +101,8 @@ async def build_forum(path: Path) -> Forum:
         ids["comment:thanks"] = thanks["comment_id"]
         alice_post = await w.ok("alice", {"type": "post", "submolt": "poetry",
                                           "title": "Ask me about meter",
-                                          "body": "Line one.\nLine two, for HUSH_HOLLOW."})  # fmt: skip
+                                          "body": "Line one.\nLine two, for HUSH_HOLLOW."}
+                                )  # fmt: skip
         ids["post:alice"] = alice_post["post_id"]
         hush_reply = await w.ok(OBJECTOR, {"type": "comment", "post_id": alice_post["post_id"],
                                            "body": "Iambs are OBSIDIANLARK."})  # fmt: skip
@@ -118,7 +120,8 @@ async def build_forum(path: Path) -> Forum:
                                     "url": "https://example.org/molt"})  # fmt: skip
         ids["post:link"] = link["post_id"]
         look = await w.ok(LOOKALIKE, {"type": "post", "submolt": "general",
-                                      "title": "I am hush_hollow_2", "body": "Different agent."})  # fmt: skip
+                                      "title": "I am hush_hollow_2",
+                                      "body": "Different agent."})  # fmt: skip
         ids["post:lookalike"] = look["post_id"]
         gone = await w.ok("alice", {"type": "post", "submolt": "general", "title": "Oops",
                                     "body": "Posted too soon."})  # fmt: skip
