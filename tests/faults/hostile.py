@@ -12,13 +12,15 @@ JSON the engine will read; the oracle for an envelope is how the recipe broke it
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
+import random
 import sqlite3
 import tempfile
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,12 +37,13 @@ from moltsim.domain.errors import ErrorCode
 from moltsim.engine.rules import ProactiveContact, RateLimits, Rules
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import Credentials
+from moltsim.identity.signing import Signer
 from moltsim.runfolder import RunFolder
 from moltsim.store.reader import open_readonly
 from moltsim.wire.gateway import ENVELOPE_FAILURES
 from moltsim.wire.topics import Topics
 from tests.scenario.conftest import problems
-from tests.wire.conftest import T0, EngineProcess, RawClient
+from tests.wire.conftest import T0, Broker, EngineProcess, RawClient
 
 # --- the run under attack -------------------------------------------------------------------
 
@@ -63,6 +66,10 @@ RULE_OUTCOMES = frozenset(
 ENVELOPE_OUTCOMES = frozenset(ENVELOPE_FAILURES)
 STABLE_OUTCOMES = frozenset({"ok", *(code.value for code in ErrorCode)}) - {"internal"}
 """Every ledger outcome a hostile envelope may get: ``internal`` (an engine bug) is not one."""
+
+
+def owner_pool(handle: str) -> str:
+    return next(pool for pool, handles in POOLS.items() if handle in handles)
 
 
 @dataclass(frozen=True)
@@ -475,7 +482,7 @@ def build(case: Case, creds: dict[str, Credentials], seqs: dict[str, int], topic
     size = len(raw) if topic_agent is not None else len(_compact(message))
     if size > MAX_ENVELOPE_BYTES:
         return Built(case, message, raw, frozenset({"too_large"}), None)
-    owner = next(p for p, hs in POOLS.items() if case.agent in hs)
+    owner = owner_pool(case.agent)
     if (topic_agent is not None and topic_agent != case.agent) or (
         pool is not None and pool != owner
     ):
@@ -529,11 +536,15 @@ class Tally:
 
 
 class Attacker:
-    """pool-1's account, turned hostile, against a running engine; checks every answer."""
+    """Pool accounts turned hostile against a running engine; every answer is checked against
+    the ledger and the forum."""
 
-    def __init__(self, folder: RunFolder, client: RawClient, engine: EngineProcess) -> None:
+    def __init__(
+        self, folder: RunFolder, clients: dict[str, RawClient], engine: EngineProcess
+    ) -> None:
         self.folder = folder
-        self.client = client
+        self.clients = clients
+        """A connection per pool account, subscribed with :meth:`subscriptions`."""
         self.engine = engine
         self.topics: Topics = folder.accounts().topics
         self.creds = {h: folder.credentials(h) for hs in POOLS.values() for h in hs}
@@ -541,34 +552,45 @@ class Attacker:
         self.tally = Tally()
 
     @staticmethod
-    def subscriptions(topics: Topics) -> list[str]:
-        return [topics.reply("alice"), topics.reply_batch(SENDER_POOL)]
+    def subscriptions(topics: Topics, pool: str) -> list[str]:
+        return [*(topics.reply(h) for h in POOLS[pool]), topics.reply_batch(pool)]
 
-    async def send_on_topic(self, batch: Iterable[Case]) -> list[Built]:
-        """Each case as its own message on alice's topic; waits for every reply."""
-        built = [build(c, self.creds, self.seqs, "alice", None) for c in batch]
-        mark = last_ledger_id(self.folder.db)
-        for item in built:
-            await self.client.publish(self.topics.act("alice"), item.raw)
-        replies = [
-            await self.client.receive(self.topics.reply("alice"), within=20.0) for _ in built
-        ]
-        self._check(built, replies, mark)
+    async def send_on_topic(self, batch: Iterable[Case], agent: str = "alice") -> list[Built]:
+        """Each case as its own message on ``agent``'s topic; waits for every reply."""
+        built = [build(c, self.creds, self.seqs, agent, None) for c in batch]
+        await self.send_built(built, agent=agent)
         return built
 
-    async def send_batch(self, batch: Iterable[Case]) -> list[Built]:
-        """All cases as one pool batch; waits for the batch's replies."""
-        built = [build(c, self.creds, self.seqs, None, SENDER_POOL) for c in batch]
+    async def send_batch(self, batch: Iterable[Case], pool: str = SENDER_POOL) -> list[Built]:
+        """All cases as one batch of ``pool``; waits for the batch's replies."""
+        built = [build(c, self.creds, self.seqs, None, pool) for c in batch]
+        await self.send_built(built, pool=pool)
+        return built
+
+    async def send_built(
+        self, built: list[Built], *, agent: str | None = None, pool: str | None = None
+    ) -> list[Any]:
+        """Send on ``agent``'s topic (by its pool's account) or as a batch of ``pool``; check
+        every answer; return the replies."""
         if not built:
-            return built
+            return []
         mark = last_ledger_id(self.folder.db)
-        payload = b"[" + b",".join(_batch_item(b.message) for b in built) + b"]"
-        await self.client.publish(self.topics.act_batch(SENDER_POOL), payload)
         replies: list[Any] = []
-        while len(replies) < len(built):
-            replies += await self.client.receive(self.topics.reply_batch(SENDER_POOL), within=20.0)
+        if agent is not None:
+            client = self.clients[owner_pool(agent)]
+            for item in built:
+                await client.publish(self.topics.act(agent), item.raw)
+            for _ in built:
+                replies.append(await client.receive(self.topics.reply(agent), within=20.0))
+        else:
+            assert pool is not None
+            client = self.clients[pool]
+            payload = b"[" + b",".join(_batch_item(b.message) for b in built) + b"]"
+            await client.publish(self.topics.act_batch(pool), payload)
+            while len(replies) < len(built):
+                replies += await client.receive(self.topics.reply_batch(pool), within=20.0)
         self._check(built, replies, mark)
-        return built
+        return replies
 
     def _check(self, built: list[Built], replies: list[Any], mark: int) -> None:
         rows = ledger_rows(self.folder.db, mark)
@@ -738,3 +760,232 @@ def run_file_problems(db: Path) -> list[str]:
         finally:
             copy.close()
             source.close()
+
+
+@contextlib.asynccontextmanager
+async def attack_clients(folder: RunFolder, broker: Broker) -> AsyncIterator[dict[str, RawClient]]:
+    """A connection for each pool account, subscribed to its agents' replies and its batch
+    replies."""
+    accounts = folder.accounts()
+    clients = {
+        pool: RawClient(broker.address, pool, accounts.passwords[pool],
+                        Attacker.subscriptions(accounts.topics, pool))
+        for pool in POOLS
+    }  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients.values():
+            await stack.enter_async_context(client)
+        yield clients
+
+
+# --- forgery campaigns ----------------------------------------------------------------------
+
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+"""The order of the Ed25519 group: ``S + L`` is the same signature, encoded non-canonically."""
+FORGERY_OUTCOMES: dict[str, str] = {
+    "stranger_key": "bad_signature",
+    "pool_mate_key": "bad_signature",
+    "signature_of_other_fields": "bad_signature",
+    "bit_flip": "bad_signature",
+    "malleable_s": "bad_signature",
+    "altered_after_signing": "bad_signature",
+    "odd_sig_encoding": "bad_signature",
+    "own_key_over_mates_fields": "bad_signature",
+    "forged_hello": "bad_signature",
+    "replay_exact": "replay",
+    "replay_altered": "bad_signature",
+    "replay_on_mates_topic": "not_your_agent",
+    "replay_by_other_pool": "not_your_agent",
+    "fresh_on_mates_topic": "not_your_agent",
+    "fresh_in_other_pools_batch": "not_your_agent",
+    "unknown_agent": "unknown_agent",
+    "seq_far_ahead": "replay",
+    "seq_zero_write": "replay",
+    "seq_of_a_query": "replay",
+    "new_fields_at_a_used_seq": "replay",
+}
+"""Every kind of forgery, and the one outcome each must get."""
+VICTIMS = POOLS[SENDER_POOL]
+OTHER_POOL = "pool-2"
+
+
+@dataclass
+class Forged:
+    kind: str
+    built: Built
+    agent: str | None = None
+    """Sent on this agent's topic (by its pool's account) ..."""
+    pool: str | None = None
+    """... or in this pool's batch."""
+
+
+@dataclass
+class Genuine:
+    """What an agent really sent before the campaign: the material for replays."""
+
+    writes: list[Built]
+    queries: list[Built]
+
+
+class Forger:
+    """Makes forged, replayed and cross-agent envelopes against alice and bob (pool-1), using
+    everything an attacker with pool-1's and pool-2's accounts could have seen or stolen short
+    of the victims' secret keys (their pool mates' keys included)."""
+
+    def __init__(self, attacker: Attacker, genuine: dict[str, Genuine], seed: int) -> None:
+        self.attacker = attacker
+        self.genuine = genuine
+        self.rng = random.Random(seed)
+        self.stranger = Signer.generate()
+
+    def forge(self, kind: str) -> Forged:
+        rng, creds = self.rng, self.attacker.creds
+        victim = rng.choice(VICTIMS)
+        mate = next(h for h in VICTIMS if h != victim)
+        seq = self.attacker.seqs[victim]
+        fields = {"v": 1, "agent": victim, "seq": seq, "action": self._action()}
+        own = self._own_route(victim)
+        history = self.genuine[victim]
+        if kind == "stranger_key":
+            return self._sent(kind, {**fields, "sig": self.stranger.sign(fields)}, own)
+        if kind == "pool_mate_key":
+            return self._sent(kind, {**fields, "sig": creds[mate].signer.sign(fields)}, own)
+        if kind == "signature_of_other_fields":
+            stolen = rng.choice(history.writes + history.queries).message["sig"]
+            return self._sent(kind, {**fields, "sig": stolen}, own)
+        if kind == "bit_flip":
+            sig = bytearray(base64.b64decode(creds[victim].signer.sign(fields)))
+            sig[rng.randrange(64)] ^= 1 << rng.randrange(8)
+            return self._sent(kind, {**fields, "sig": base64.b64encode(bytes(sig)).decode()}, own)
+        if kind == "malleable_s":
+            sig = base64.b64decode(creds[victim].signer.sign(fields))
+            s = int.from_bytes(sig[32:], "little") + ED25519_L
+            sig = sig[:32] + s.to_bytes(32, "little")
+            return self._sent(kind, {**fields, "sig": base64.b64encode(sig).decode()}, own)
+        if kind == "altered_after_signing":
+            message = {**fields, "sig": creds[victim].signer.sign(fields)}
+            return self._sent(kind, self._altered(message), own)
+        if kind == "odd_sig_encoding":
+            sig = creds[victim].signer.sign(fields)
+            odd = rng.choice([
+                sig.rstrip("="), sig[:40] + "\n" + sig[40:], " " + sig, sig + "AAAA",
+                sig.replace("+", "-").replace("/", "_") + "A",
+            ])  # fmt: skip
+            return self._sent(kind, {**fields, "sig": odd}, own)
+        if kind == "own_key_over_mates_fields":
+            theirs = {**fields, "agent": mate, "seq": self.attacker.seqs[mate]}
+            return self._sent(kind, {**theirs, "sig": creds[victim].signer.sign(theirs)},
+                              self._own_route(mate))  # fmt: skip
+        if kind == "forged_hello":
+            hello = {"v": 1, "agent": victim, "seq": 0, "action": {"type": "hello"}}
+            return self._sent(kind, {**hello, "sig": self.stranger.sign(hello)}, own)
+        if kind == "replay_exact":
+            return self._sent(kind, rng.choice(history.writes + history.queries).message, own)
+        if kind == "replay_altered":
+            return self._sent(kind, self._altered(dict(rng.choice(history.writes).message)), own)
+        if kind == "replay_on_mates_topic":
+            return self._sent(kind, rng.choice(history.writes).message, ("agent", mate))
+        if kind == "replay_by_other_pool":
+            route = rng.choice([("agent", "carol"), ("pool", OTHER_POOL)])
+            return self._sent(kind, rng.choice(history.writes).message, route)
+        if kind in ("fresh_on_mates_topic", "fresh_in_other_pools_batch"):
+            message = {**fields, "sig": creds[victim].signer.sign(fields)}
+            route = ("agent", mate) if kind == "fresh_on_mates_topic" else ("pool", OTHER_POOL)
+            return self._sent(kind, message, route)
+        if kind == "unknown_agent":
+            theirs = {**fields, "agent": f"mallory_{rng.randrange(10**6)}"}
+            return self._sent(kind, {**theirs, "sig": self.stranger.sign(theirs)}, own)
+        if kind == "seq_far_ahead":
+            ahead = {
+                **fields,
+                "seq": seq + 1_000 + rng.choice([1, 2, 10**6, a.MAX_ID - seq - 1000]),
+            }
+            return self._sent(kind, {**ahead, "sig": creds[victim].signer.sign(ahead)}, own)
+        if kind == "seq_zero_write":
+            zero = {**fields, "seq": 0}
+            return self._sent(kind, {**zero, "sig": creds[victim].signer.sign(zero)}, own)
+        if kind in ("seq_of_a_query", "new_fields_at_a_used_seq"):
+            used = rng.choice(history.queries if kind == "seq_of_a_query" else history.writes)
+            again = {**fields, "seq": used.seq}
+            return self._sent(kind, {**again, "sig": creds[victim].signer.sign(again)}, own)
+        raise ValueError(f"unknown forgery {kind!r}")
+
+    def _action(self) -> dict[str, Any]:
+        rng = self.rng
+        return rng.choice([
+            {"type": "post", "submolt": SUBMOLT, "title": f"forged {rng.randrange(10**9)}"},
+            {"type": "vote", "target": "post", "id": 1, "value": rng.choice([-1, 1])},
+            {"type": "update_profile", "bio": "owned"},
+            {"type": "follow", "agent": "carol"},
+            {"type": "notifications"},
+        ])  # fmt: skip
+
+    def _altered(self, message: dict[str, Any]) -> dict[str, Any]:
+        rng = self.rng
+        action = dict(message["action"])
+        how = rng.choice(["title", "type", "extra", "seq", "agent case"])
+        if how == "title" or (how == "type" and action.get("type") != "post"):
+            action["title" if action.get("type") == "post" else "zz"] = "altered"
+        elif how == "type":
+            action = {"type": "comment", "post_id": 1, "body": action.get("title", "x")}
+        elif how == "extra":
+            action["pinned"] = True
+        message = {**message, "action": action}
+        if how == "seq":
+            message["seq"] += 1
+        elif how == "agent case":
+            message["agent"] = message["agent"].upper()
+        return message
+
+    def _own_route(self, victim: str) -> tuple[str, str]:
+        return self.rng.choice([("agent", victim), ("pool", SENDER_POOL)])
+
+    def _sent(self, kind: str, message: dict[str, Any], route: tuple[str, str]) -> Forged:
+        built = Built(
+            Case(f"forged: {kind}", message["agent"]), message, _compact(message),
+            frozenset({FORGERY_OUTCOMES[kind]}), None,
+        )  # fmt: skip
+        if route[0] == "agent":
+            return Forged(kind, built, agent=route[1])
+        return Forged(kind, built, pool=route[1])
+
+
+async def genuine_history(
+    attacker: Attacker, writes: int = 3, queries: int = 3
+) -> dict[str, Genuine]:
+    """Real actions of alice and bob for the forger to replay and steal signatures from."""
+    found: dict[str, Genuine] = {}
+    for victim in VICTIMS:
+        posts = [Case("signed", victim, {"type": "post", "submolt": SUBMOLT,
+                                         "title": f"genuine {n}"}, must_apply=True)
+                 for n in range(writes)]  # fmt: skip
+        reads = [Case("signed", victim, {"type": "profile"}, must_apply=True)] * queries
+        found[victim] = Genuine(
+            await attacker.send_on_topic(posts, victim), await attacker.send_on_topic(reads, victim)
+        )
+    return found
+
+
+async def forgery_campaign(attacker: Attacker, forger: Forger, count: int, batch: int = 100) -> int:
+    """``count`` forgeries of every kind in turn, in batches; after each batch a genuine query
+    of each victim at its next seq must be accepted (no forgery burnt a seq). Returns how many
+    forgeries were accepted (the caller expects none)."""
+    kinds = list(FORGERY_OUTCOMES)
+    sent = 0
+    accepted = 0
+    while sent < count:
+        forged = [
+            forger.forge(kinds[(sent + n) % len(kinds)]) for n in range(min(batch, count - sent))
+        ]
+        routes: dict[tuple[str | None, str | None], list[Built]] = {}
+        for item in forged:
+            routes.setdefault((item.agent, item.pool), []).append(item.built)
+        before = attacker.tally.outcomes["ok"]
+        for (agent, pool), built in routes.items():
+            await attacker.send_built(built, agent=agent, pool=pool)
+        accepted += attacker.tally.outcomes["ok"] - before
+        sent += len(forged)
+        for victim in VICTIMS:
+            probe = Case("signed", victim, {"type": "profile"}, must_apply=True)
+            await attacker.send_on_topic([probe], victim)
+    return accepted

@@ -21,10 +21,10 @@ from moltsim.runfolder import RunFolder
 from tests.faults.hostile import (
     ACTION_MODELS,
     RULE_OUTCOMES,
-    SENDER_POOL,
     Attacker,
     Case,
     Seeded,
+    attack_clients,
     draw,
     draw_cases,
     hostile_action,
@@ -34,7 +34,6 @@ from tests.wire.conftest import (
     BROKERS,
     Broker,
     EngineProcess,
-    RawClient,
     run_async,
     start_embedded,
     start_mosquitto,
@@ -76,13 +75,8 @@ async def attacker(
     folder, _ = hostile_run
     engine = await EngineProcess(folder, fuzz_broker).astart()
     try:
-        topics = folder.accounts().topics
-        client = RawClient(
-            fuzz_broker.address, SENDER_POOL, folder.accounts().passwords[SENDER_POOL],
-            Attacker.subscriptions(topics),
-        )  # fmt: skip
-        async with client:
-            yield Attacker(folder, client, engine)
+        async with attack_clients(folder, fuzz_broker) as clients:
+            yield Attacker(folder, clients, engine)
     finally:
         engine.stop_cleanly()
 
