@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -224,7 +225,9 @@ class Engine:
         if state not in RUN_STATES:
             raise ValueError(f"unknown run state {state!r}; one of {', '.join(RUN_STATES)}")
         self._ensure_running()
-        at = time.time() if at is None else at
+        at = time.time() if at is None else float(at)
+        if not math.isfinite(at):
+            raise ValueError(f"a run state's time is a finite number, not {at!r}")
         self._records.append((SET_META, [("state", state), ("state_at", json.dumps(at))]))
         await self._committed()
 

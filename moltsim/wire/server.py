@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 from collections import defaultdict
 from typing import Any
@@ -369,11 +370,16 @@ def _metric_sample(row: Any) -> MetricSample:
         raise ValueError(f"a metric sample is [wall_time, sim_time, process, name, value]: {row!r}")
     wall, sim, process, name, value = row
     numbers = (wall, sim, value)
-    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
-        raise ValueError(f"a metric sample's times and value are numbers: {row!r}")
+    if not all(_finite(n) for n in numbers):
+        # A NaN would reach a NOT NULL column as NULL and fail the whole commit.
+        raise ValueError(f"a metric sample's times and value are finite numbers: {row!r}")
     if not isinstance(process, str) or not isinstance(name, str) or not name:
         raise ValueError(f"a metric sample names its process and metric: {row!r}")
     return (float(wall), float(sim), process, name, float(value))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _loads(raw: bytes) -> Any:

@@ -4,6 +4,8 @@ record samples and move from ``running`` to ``finished`` (or ``interrupted``).""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import sqlite3
@@ -150,16 +152,22 @@ async def test_the_engine_writes_samples_and_the_run_state_in_its_commits(tmp_pa
             [[T0, T0, "engine", "rss_kb", "lots"]],
             [[T0, T0, "engine", "", 1]],
             [[T0, None, "engine", "rss_kb", 1]],
+            json.loads('[[1, 2, "engine", "rss_kb", NaN]]'),  # would fail the whole commit
+            [[T0, T0, "engine", "rss_kb", math.inf]],
             "rss_kb",
         ):
             with pytest.raises((ValueError, TypeError)):
                 await run_control(gateway, {"kind": "metrics", "samples": bad})
         with pytest.raises(ValueError, match="unknown run state 'paused'"):
             await run_control(gateway, {"kind": "state", "state": "paused"})
+        with pytest.raises(ValueError):
+            await run_control(gateway, {"kind": "state", "state": "failed", "at": "soon"})
+        # Refused commands changed nothing, and the engine still commits.
+        await run_control(gateway, {"kind": "metrics", "samples": [[T0 + 2, T0, "", "x", 1]]})
     finally:
         await engine.close()
     with run_db(tmp_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone() == (2,)
+        assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone() == (3,)
         assert meta(conn)["state"] == "running"
 
 
