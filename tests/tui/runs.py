@@ -70,7 +70,12 @@ class Writer:
         return int((await self.do(who, action, at))["comment_id"])
 
     async def vote(
-        self, who: str, target: Literal["post", "comment"], target_id: int, at: float, value: int = 1
+        self,
+        who: str,
+        target: Literal["post", "comment"],
+        target_id: int,
+        at: float,
+        value: int = 1,
     ) -> None:
         await self.do(who, a.Vote(target=target, id=target_id, value=value), at)  # type: ignore[arg-type]
 
@@ -78,7 +83,7 @@ class Writer:
 async def build_fixture_run(folder: Path) -> Path:
     """A finished run with three submolts, twelve posts, a comment chain four deep, votes,
     follows, a refusal and two LLM calls. Returns the run file's path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a test fixture, before any I/O)
     path = folder / "run.db"
     engine = await Engine.open(path, RULES)
     try:
@@ -123,9 +128,15 @@ async def build_fixture_run(folder: Path) -> Path:
             at = T0 + HOUR * (i + 1)
             posts.append(await w.post(who, sub, title, at, body=f"{title}. Body text {i}."))
         first = posts[0]
-        c1 = await w.comment("bob", "Dark is safer, predators cannot see them.", T0 + 13 * HOUR, post=first)
-        c2 = await w.comment("erin", "Not only predators: rivals too.", T0 + 13 * HOUR + 60, parent=c1)
-        c3 = await w.comment("alice", "Rivals matter most in spring.", T0 + 13 * HOUR + 120, parent=c2)
+        c1 = await w.comment(
+            "bob", "Dark is safer, predators cannot see them.", T0 + 13 * HOUR, post=first
+        )
+        c2 = await w.comment(
+            "erin", "Not only predators: rivals too.", T0 + 13 * HOUR + 60, parent=c1
+        )
+        c3 = await w.comment(
+            "alice", "Rivals matter most in spring.", T0 + 13 * HOUR + 120, parent=c2
+        )
         await w.comment("bob", "Citation needed for spring.", T0 + 13 * HOUR + 180, parent=c3)
         await w.comment("dave", "Great write-up.", T0 + 13 * HOUR + 240, post=first)
         await w.comment("carol", "Pinned-worthy.", T0 + 13 * HOUR + 300, post=posts[3])

@@ -11,6 +11,7 @@ import difflib
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from textual.app import App
@@ -19,7 +20,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("MOLTSIM_SNAPSHOT_UPDATE") == "1"
 
 
-def _console(app: App[object]) -> Console:
+def _console(app: App[Any]) -> Console:
     width, height = app.size
     console = Console(
         width=width, height=height, file=io.StringIO(), force_terminal=True,
@@ -31,12 +32,12 @@ def _console(app: App[object]) -> Console:
     return console
 
 
-def screen_text(app: App[object]) -> str:
+def screen_text(app: App[Any]) -> str:
     """What the screen shows, as plain text (one line per terminal row)."""
     return "\n".join(line.rstrip() for line in _console(app).export_text().splitlines())
 
 
-def assert_snapshot(app: App[object], name: str) -> None:
+def assert_snapshot(app: App[Any], name: str) -> None:
     svg = app.export_screenshot(title="moltsim watch")
     text = screen_text(app) + "\n"
     svg_path, text_path = SNAPSHOTS / f"{name}.svg", SNAPSHOTS / f"{name}.txt"

@@ -67,6 +67,7 @@ class FeedScreen(LiveScreen):
         self._submolt_id: int | None = None
         self._now: float | None = None
         self._keep_cursor_on: int | None = None
+        self._stay_on_top = False
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -127,8 +128,9 @@ class FeedScreen(LiveScreen):
         self._submolt_id = page.submolt_id
         if page.offset == 0:
             keep = self._keep_cursor_on
-            if keep is None and table.row_count and self.posts:
+            if keep is None and not self._stay_on_top and self.posts:
                 keep = self._highlighted_id()
+            self._stay_on_top = False
             self.query_one("#feed-title", Static).update(self._title(page.submolt))
             table.clear()
             self.posts.clear()
@@ -226,6 +228,7 @@ class FeedScreen(LiveScreen):
                 table.update_cell(str(post_id), "comments", cells[1])
         self.new_posts = news.new_posts
         if self.new_posts and self._follows_head():
+            self._stay_on_top = True
             self.load()
             return
         self._banner()

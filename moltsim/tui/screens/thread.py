@@ -37,13 +37,13 @@ class ThreadScreen(LiveScreen):
     """The post on top, its comments as a tree below, the highlighted comment in full."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "fold", "Fold", id="thread.toggle", tooltip="fold or unfold replies"),
         Binding("x", "expand_chain", "Expand all", id="thread.expand", tooltip="unfold the chain"),
         Binding("a", "author", "Author", id="thread.author", tooltip="the author's profile"),
         Binding("m", "submolt", "Submolt", id="thread.submolt", tooltip="the post's submolt"),
         Binding("o", "order", "Order", id="thread.order", tooltip="best, top, new, controversial"),
         Binding("r", "show_new", "Show new", id="thread.reload", tooltip="read the thread again"),
     ]
+    AUTO_FOCUS = "#comments"
 
     def __init__(self, post_id: int) -> None:
         super().__init__()
@@ -108,6 +108,8 @@ class ThreadScreen(LiveScreen):
             for comment in view.comments:
                 self._add(tree.root, comment)
             tree.root.expand()
+        if view.comments:
+            tree.move_cursor(tree.root.children[0])
         if not view.comments:
             self.query_one("#comment-detail", Static).update(Text("No comments yet.", style="dim"))
 
@@ -130,7 +132,8 @@ class ThreadScreen(LiveScreen):
     def _label(self, comment: CommentView) -> Text:
         author = f"@{comment.author}" if comment.author else "[deleted]"
         text = Text()
-        text.append(f"{comment.score:+d} ", style="green" if comment.score > 0 else "red")
+        style = "green" if comment.score > 0 else "red" if comment.score < 0 else "dim"
+        text.append(f"{comment.score:+d} ", style=style)
         text.append(author, style="bold")
         text.append(f" · {age(comment.created_at, self._now())}", style="dim")
         if comment.replies:
@@ -190,11 +193,6 @@ class ThreadScreen(LiveScreen):
         )
         text.append(comment.body)
         detail.update(text)
-
-    def action_fold(self) -> None:
-        node = self.comment_tree.cursor_node
-        if node is not None and node.allow_expand:
-            node.toggle()
 
     def action_expand_chain(self) -> None:
         node = self.comment_tree.cursor_node or self.comment_tree.root

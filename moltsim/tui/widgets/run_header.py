@@ -49,5 +49,6 @@ def render_pulse(pulse: Pulse | None) -> Text:
     tokens = pulse.prompt_tokens + pulse.completion_tokens
     text.append(f" · {count(tokens)} tokens")
     if pulse.cost_usd is not None:
-        text.append(f" · ${pulse.cost_usd:,.2f}")
+        cost = pulse.cost_usd
+        text.append(f" · ${cost:,.2f}" if cost >= 1 else f" · ${cost:.4f}")
     return text
