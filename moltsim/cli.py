@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -416,7 +417,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         SkillError,
         LlmConfigError,
     ) as exc:
-        print(f"moltsim: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr may be a file on a full disk
+            print(f"moltsim: {exc}", file=sys.stderr)
         return 2
     except Refusal as exc:
         print(f"moltsim: {exc.code}: {exc.message}", file=sys.stderr)

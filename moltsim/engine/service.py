@@ -32,7 +32,7 @@ from moltsim.store import queries
 from moltsim.store.batch import Statement, build_batch
 from moltsim.store.loader import load_rules, load_state
 from moltsim.store.reader import ReadPool
-from moltsim.store.runfile import RunFile
+from moltsim.store.runfile import RunFile, RunFileError
 
 RUN_STATES = ("running", "finished", "stopped", "interrupted", "failed")
 """The values of ``run_meta.state``."""
@@ -329,9 +329,11 @@ class Engine:
             except BaseException as exc:
                 # Memory is now ahead of the disk: refuse everything from here on.
                 self._failure = exc
+                # The store's own errors (a full disk) say what to do; pass them on as they are.
+                failed = exc if isinstance(exc, RunFileError) else None
                 for future in [*waiting, *self._waiting]:
                     if not future.done():
-                        future.set_exception(EngineFailed(f"commit failed: {exc!r}"))
+                        future.set_exception(failed or EngineFailed(f"commit failed: {exc!r}"))
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,9 @@ log = logging.getLogger("moltsim.run")
 BAD_INPUT = 2
 """The exit status of ``moltsim`` for an input it cannot use (a broken manifest, key file or
 run file, a full disk): starting it again cannot help, so the run stops instead."""
+LOW_DISK_BYTES = 1 << 20
+"""A child that crashes while the run folder's disk has less room than this is not restarted:
+it would only crash again (and the message it tried to write may not have fitted)."""
 
 
 @dataclass
@@ -60,11 +64,15 @@ class Child:
             return None
         if code == 0 and self.finished_ok:
             return None
-        if code == BAD_INPUT:
-            if not self.failure:
-                self.failure = self._last_line() or f"exit status {code}"
-                return f"{self.name} cannot go on: {self.failure}"
+        if self.failure:
             return None
+        if code == BAD_INPUT or (code != 0 and self._disk_full()):
+            self.failure = self._last_line() or f"exit status {code}"
+            if self._disk_full():
+                self.failure = (
+                    f"no space left on the disk of {self.log_path.parent} ({self.failure})"
+                )
+            return f"{self.name} cannot go on: {self.failure}"
         if self.next_start == 0.0:
             self.next_start = now + self.backoff
             return f"{self.name} exited with {code}; restarting in {self.backoff:.1f} s"
@@ -76,12 +84,24 @@ class Child:
             return f"{self.name} restarted (restart #{self.restarts})"
         return None
 
+    def _disk_full(self) -> bool:
+        try:
+            return shutil.disk_usage(self.log_path.parent).free < LOW_DISK_BYTES
+        except OSError:
+            return False
+
     def _last_line(self) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
         return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM) without waiting; :meth:`stop` then waits."""
+        self.stopped = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, wait for a clean exit, SIGKILL if it will not go."""

@@ -330,8 +330,11 @@ class Runner:
             self.end_state = "failed"
             raise
         finally:
+            # All at once; without an engine, unanswered requests would hold a pool for a minute.
             for child in pool_children.values():
-                child.stop()
+                child.terminate()
+            for child in pool_children.values():
+                child.stop(timeout=60 if engine.running else 5)
             engine.stop()
             if broker is not None:
                 broker.stop()

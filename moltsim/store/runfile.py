@@ -43,6 +43,10 @@ class RunFileError(Exception):
     """The run file cannot be used: missing, corrupt, or written by a newer moltsim."""
 
 
+class DiskFullError(RunFileError):
+    """The disk of the run file is full; the run can resume once there is space again."""
+
+
 class RunFile:
     """The writer connection of one run file."""
 
@@ -110,13 +114,24 @@ class RunFile:
         if not statements:
             return
         conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in statements:
-                await conn.executemany(sql, rows)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    await conn.executemany(sql, rows)
+                await conn.execute("COMMIT")
+            except BaseException:
+                # SQLite has already rolled back after some errors (a full disk): a second
+                # ROLLBACK would fail and hide the error that matters.
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise DiskFullError(
+                    f"no space left for the run file {self.path}: nothing after the last"
+                    " acknowledged action was written; free some space, then resume the run"
+                ) from exc
             raise
         if self._checkpointer is None:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop())
@@ -163,6 +178,8 @@ class RunFile:
                 await self._checkpointer
         try:
             await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("final checkpoint failed (the WAL keeps the data): %s", exc)
         finally:
             await self._conn.close()
 
