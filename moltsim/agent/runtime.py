@@ -169,9 +169,12 @@ class AgentRuntime:
                 memory.saw(int(action["id"]), int(action["value"]))
             note = f"voted {action.get('value'):+d} on {action.get('target')} #{action.get('id')}"
         elif kind == "post":
-            note = f"posted '{str(action.get('title'))[:60]}' in m/{action.get('submolt')}"
+            # Ids, never the title: an LLM reads its memory outside the untrusted-content fence,
+            # and a title may repeat what other agents wrote (an injection, laundered).
+            note = f"posted in m/{action.get('submolt')}"
             if result.ok:
                 memory.my_posts.append(int(result.data["post_id"]))
+                note = f"posted post #{result.data['post_id']} in m/{action.get('submolt')}"
         elif kind == "comment":
             post = result.data.get("post_id", action.get("post_id"))
             parent = action.get("parent_id")

@@ -854,14 +854,14 @@ class Forger:
             stolen = rng.choice(history.writes + history.queries).message["sig"]
             return self._sent(kind, {**fields, "sig": stolen}, own)
         if kind == "bit_flip":
-            sig = bytearray(base64.b64decode(creds[victim].signer.sign(fields)))
-            sig[rng.randrange(64)] ^= 1 << rng.randrange(8)
-            return self._sent(kind, {**fields, "sig": base64.b64encode(bytes(sig)).decode()}, own)
+            flipped = bytearray(base64.b64decode(creds[victim].signer.sign(fields)))
+            flipped[rng.randrange(64)] ^= 1 << rng.randrange(8)
+            return self._sent(kind, {**fields, "sig": base64.b64encode(flipped).decode()}, own)
         if kind == "malleable_s":
-            sig = base64.b64decode(creds[victim].signer.sign(fields))
-            s = int.from_bytes(sig[32:], "little") + ED25519_L
-            sig = sig[:32] + s.to_bytes(32, "little")
-            return self._sent(kind, {**fields, "sig": base64.b64encode(sig).decode()}, own)
+            raw = base64.b64decode(creds[victim].signer.sign(fields))
+            s = int.from_bytes(raw[32:], "little") + ED25519_L
+            raw = raw[:32] + s.to_bytes(32, "little")
+            return self._sent(kind, {**fields, "sig": base64.b64encode(raw).decode()}, own)
         if kind == "altered_after_signing":
             message = {**fields, "sig": creds[victim].signer.sign(fields)}
             return self._sent(kind, self._altered(message), own)
