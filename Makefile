@@ -19,6 +19,10 @@ install: $(STAMP) ## create .venv and install moltsim with its test tools
 run: $(STAMP) ## run the default scenario (embedded broker, SQLite run file, offline brain)
 	$(VENV)/bin/moltsim run $(SCENARIO)
 
+watch: $(STAMP) ## watch a run live, read-only: make watch RUN=runs/<run folder>
+	@test -n "$(RUN)" || { echo "usage: make watch RUN=runs/<run folder or run.db>"; exit 2; }
+	$(VENV)/bin/moltsim watch $(RUN)
+
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -28,6 +32,9 @@ typecheck: $(STAMP) ## mypy --strict
 
 pytest: $(STAMP) ## the test suite only
 	$(VENV)/bin/pytest -q
+
+test-snapshot-update: $(STAMP) ## rewrite the watcher's screen snapshots after a deliberate change
+	MOLTSIM_SNAPSHOT_UPDATE=1 $(VENV)/bin/pytest -q tests/tui/test_snapshots.py
 
 test: lint typecheck pytest ## lint, typecheck and the whole test suite
 
@@ -46,4 +53,4 @@ format: $(STAMP) ## apply ruff's formatting and import order
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-.PHONY: install run lint typecheck pytest test check bench soak format help
+.PHONY: install run lint typecheck pytest test check bench soak format help watch test-snapshot-update

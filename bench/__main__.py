@@ -21,14 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=["engine", "feed", "e2e", "agents", "offline", []],
+        choices=["engine", "feed", "e2e", "agents", "offline", "tui", []],
         help="benchmarks to run (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
     )
     args = parser.parse_args(argv)
-    names = args.names or ["engine", "feed", "e2e", "agents", "offline"]
+    names = args.names or ["engine", "feed", "e2e", "agents", "offline", "tui"]
     print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
     started = time.perf_counter()
     if "engine" in names:
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if "offline" in names:
         size = (500, 6.0) if args.quick else (10_000, 24.0)
         record(offline.run(agents=size[0], hours=size[1]))
+    if "tui" in names:
+        from bench import tui  # loads Textual
+
+        record(tui.run(posts=100_000 if args.quick else 1_000_000))
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")
     return 0
 

@@ -55,7 +55,7 @@ class WatchApp(App[None]):
         """The run header as last read."""
         self.polls = 0
         """How many polls have finished (tests wait on it)."""
-        self.fetcher = Fetcher(self)
+        self.fetcher = Fetcher(self, lane="header")
         self._timer: Timer | None = None
 
     def get_default_screen(self) -> Screen[None]:

@@ -41,8 +41,9 @@ class Fetcher:
     The node must pass its ``Worker.StateChanged`` events to :meth:`handle`.
     """
 
-    def __init__(self, node: DOMNode) -> None:
+    def __init__(self, node: DOMNode, lane: str = "screens") -> None:
         self._node = node
+        self._lane = lane
         self._slots: dict[str, _Slot] = {}
 
     def fetch(
@@ -68,9 +69,9 @@ class Fetcher:
 
     def _start(self, name: str, slot: _Slot, request: _Request) -> None:
         source: RunSource = self._node.app.source  # type: ignore[attr-defined]
-        query = request.query
+        query, lane = request.query, self._lane
         worker = self._node.run_worker(
-            lambda: source.read(query),
+            lambda: source.read(query, lane),
             name=name,
             group=f"fetch-{name}",
             thread=True,

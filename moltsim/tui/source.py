@@ -33,28 +33,36 @@ RUN_STATES = ("running", "finished", "stopped", "interrupted", "failed")
 
 
 class RunSource:
-    """A read-only connection to a run file, used by one query at a time.
+    """Read-only connections to a run file: one for the screens' queries, one for the run
+    header's polls, so a slow header read never delays a screen.
 
-    Queries come from worker threads; a lock keeps them in turn, so at most one query runs
-    and no thread ever waits on another's half-read cursor.
+    Queries come from worker threads; a lock per connection keeps its queries in turn.
     """
+
+    LANES = ("screens", "header")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn = open_readonly(self.path)
-        self._conn.execute("PRAGMA query_only = ON")
-        self._lock = threading.Lock()
+        self._lanes: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
+        try:
+            for lane in self.LANES:
+                conn = open_readonly(self.path)
+                self._lanes[lane] = (conn, threading.Lock())
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            self.close()
+            raise
         self.header = HeaderReader()
 
     @property
-    def connection(self) -> sqlite3.Connection:
-        """The connection itself (for checks that it cannot write)."""
-        return self._conn
+    def connections(self) -> list[sqlite3.Connection]:
+        """The connections themselves (for checks that they cannot write)."""
+        return [conn for conn, _ in self._lanes.values()]
 
-    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    def read(self, query: Callable[[sqlite3.Connection], T], lane: str = "screens") -> T:
         """Run ``query(conn)`` inside one read transaction (one consistent snapshot)."""
-        with self._lock:
-            conn = self._conn
+        conn, lock = self._lanes[lane]
+        with lock:
             conn.execute("BEGIN")
             try:
                 return query(conn)
@@ -62,8 +70,10 @@ class RunSource:
                 conn.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        for conn, lock in self._lanes.values():
+            with lock:
+                conn.close()
+        self._lanes.clear()
 
 
 # --- the run header -----------------------------------------------------------------------------

@@ -200,8 +200,9 @@ async def test_never_a_writable_connection_while_a_writer_writes(
             for keys in (("3",), ("enter",), ("x", "escape"), ("s",), ("e",), ("f", "2")):
                 await pilot.press(*keys)
                 await pilot.pause(0.2)
-                # Through the app's own connection (taking its turn like any query):
-                assert app.source.read(cannot_write)
+                # Through the app's own connections (taking their turn like any query):
+                for lane in app.source.LANES:
+                    assert app.source.read(cannot_write, lane)
                 modes = open_modes(run_copy / "run.db")
                 assert modes and set(modes) == {os.O_RDONLY}
             await writer.finish()
