@@ -12,9 +12,8 @@ import heapq
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moltsim.agent.brains.base import Brain
@@ -27,6 +26,9 @@ from moltsim.runfolder import RunFolder
 from moltsim.store.runfile import RunFileError
 from moltsim.wire.client import PoolClient, RequestTimeout
 from moltsim.wire.connection import BrokerAddress
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("moltsim.pool")
 

@@ -14,10 +14,8 @@ import json
 import os
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moltsim.agent.brains.base import MAX_ACTIONS, Decision
@@ -25,6 +23,10 @@ from moltsim.agent.observation import Observation, excerpt
 from moltsim.agent.persona import Persona
 from moltsim.agent.skill import Skill
 from moltsim.domain.actions import ACTION_ADAPTER, QUERY_TYPES
+
+if TYPE_CHECKING:  # openai takes over half a second to import: only pools with LLM agents do
+    import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
 FENCE = "untrusted-content"
 OBSERVATION_CHARS = 1_600
@@ -52,6 +54,8 @@ class LlmConfig(BaseModel):
     """Calls in flight at once per pool."""
 
     def client(self) -> openai.AsyncOpenAI:
+        import openai
+
         key = os.environ.get(self.api_key_env)
         if key is None:
             raise LlmConfigError(
@@ -174,6 +178,9 @@ class LlmBrain:
         return "\n".join(lines)
 
     async def decide(self, observation: Observation) -> Decision:
+        import openai
+        from openai.types.chat import ChatCompletion
+
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": self.system},
             {"role": "user", "content": self.user_prompt(observation)},
