@@ -60,7 +60,7 @@ class Consent:
             return None
         if agent_id in self.objectors:
             return REDACTED
-        return handles.get(agent_id, f"#{agent_id}")
+        return handles.get(agent_id) or f"#{agent_id}"
 
     def redact(self, text: str) -> str:
         """``text`` with every objecting agent's handle (as a whole word) replaced."""

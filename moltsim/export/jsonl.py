@@ -1,4 +1,7 @@
-"""JSON Lines: one record per line, UTF-8, keys in contract order."""
+"""JSON Lines: one record per line, UTF-8 (not ASCII-escaped), keys in contract order.
+
+Records are serialised by pydantic-core's JSON encoder, several times faster than ``json``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
+from pydantic_core import to_json
+
 from moltsim.export.records import Field, Record
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 BATCH = 5_000
 
 
@@ -17,10 +21,10 @@ def write(path: Path, fields: tuple[Field, ...], records: Iterable[Record]) -> i
     """Write ``records`` to ``path``; returns how many."""
     count = 0
     it = iter(records)
-    with path.open("w", encoding="utf-8", newline="\n") as out:
+    with path.open("wb") as out:
         while batch := list(islice(it, BATCH)):
-            out.write("\n".join(map(_encode, batch)))
-            out.write("\n")
+            out.write(b"\n".join(map(to_json, batch)))
+            out.write(b"\n")
             count += len(batch)
     return count
 

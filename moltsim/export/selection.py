@@ -244,7 +244,7 @@ class Selection:
                     continue
             yield {
                 "id": vote_id(kind, target_id, agent_id), "created_at": iso(voted_at),
-                "voter": handles.get(agent_id, f"#{agent_id}"), "target_type": kind,
+                "voter": (handles.get(agent_id) or f"#{agent_id}"), "target_type": kind,
                 "target_id": target_id, "value": value,
             }  # fmt: skip
 
@@ -265,7 +265,7 @@ class Selection:
                 consent.redacted["follows: followee is an objecting agent"] += 1
             yield {
                 "id": follow_id(follower, followee), "created_at": iso(created),
-                "follower": handles.get(follower, f"#{follower}"),
+                "follower": (handles.get(follower) or f"#{follower}"),
                 "followee": consent.name(followee, handles),
             }  # fmt: skip
 
@@ -284,7 +284,7 @@ class Selection:
                 continue
             record: Record = {
                 "id": dm_id, "created_at": iso(created),
-                "sender": handles.get(sender, f"#{sender}"),
+                "sender": (handles.get(sender) or f"#{sender}"),
                 "recipient": consent.name(recipient, handles), "body": body,
                 "proactive": bool(proactive),
             }  # fmt: skip
@@ -310,7 +310,7 @@ class Selection:
             ok = outcome == "ok"
             record: Record = {
                 "id": action_id, "created_at": iso(at),
-                "agent": None if agent_id is None else handles.get(agent_id, f"#{agent_id}"),
+                "agent": None if agent_id is None else (handles.get(agent_id) or f"#{agent_id}"),
                 "seq": seq, "type": kind, "status": "accepted" if ok else "refused",
                 "error_code": None if ok else outcome, "message": message, "payload": payload,
                 "sig": sig, "result": result, "redacted": False,

@@ -5,24 +5,22 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-_seconds_cache: dict[int, str] = {}
+_minutes: dict[int, str] = {}
 
 
 def iso(seconds: float) -> str:
     """``2026-01-28T08:00:00.000000Z`` for a sim time in epoch seconds (rounded to the µs).
 
-    Exports format millions of times; ``gmtime`` with a per-second cache is several times
+    Exports format millions of times: a cache of minute prefixes makes this several times
     faster than going through ``datetime``."""
-    whole, micro = divmod(round(seconds * 1_000_000), 1_000_000)
-    prefix = _seconds_cache.get(whole)
+    minute, micros = divmod(round(seconds * 1_000_000), 60_000_000)
+    prefix = _minutes.get(minute)
     if prefix is None:
-        if len(_seconds_cache) > 65_536:
-            _seconds_cache.clear()
-        t = time.gmtime(whole)
-        prefix = _seconds_cache[whole] = (
-            f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}."
-        )
-    return f"{prefix}{micro:06d}Z"
+        if len(_minutes) >= 100_000:
+            _minutes.clear()
+        t = time.gmtime(minute * 60)
+        prefix = _minutes[minute] = f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:"
+    return f"{prefix}{micros // 1_000_000:02d}.{micros % 1_000_000:06d}Z"
 
 
 def parse_iso(text: str) -> float:

@@ -18,8 +18,6 @@ from moltsim.export.options import ExportError
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
 
-FETCH = 10_000
-
 
 class Snapshot:
     """One read transaction over a run file; use as a context manager."""
@@ -52,10 +50,8 @@ class Snapshot:
             raise ExportError(f"{path} is not a readable moltsim run file ({exc})") from exc
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-        """Rows of ``sql`` in batches (the cursor never outlives the snapshot)."""
-        cursor = self.conn.execute(sql, params)
-        while batch := cursor.fetchmany(FETCH):
-            yield from batch
+        """Rows of ``sql``, streamed (the cursor itself: no Python layer per row)."""
+        return self.conn.execute(sql, params)
 
     def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self.conn.execute(sql, params).fetchone()
