@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from bench import agents, e2e, engine_mix, feed_reads, offline
+from bench import agents, e2e, engine_mix, feed_reads, hostile, offline
 from bench import export as export_bench
 from bench.results import RESULTS, record
 
@@ -22,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=["engine", "feed", "e2e", "agents", "offline", "export", "tui", []],
+        choices=["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui", []],
         help="benchmarks to run (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
     )
     args = parser.parse_args(argv)
-    names = args.names or ["engine", "feed", "e2e", "agents", "offline", "export", "tui"]
+    names = args.names or ["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui"]
     print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
     started = time.perf_counter()
     if "engine" in names:
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if "offline" in names:
         size = (500, 6.0) if args.quick else (10_000, 24.0)
         record(offline.run(agents=size[0], hours=size[1]))
+    if "hostile" in names:
+        fuzz, forgeries = (3_000, 1_000) if args.quick else (100_000, 10_000)
+        record(hostile.run(fuzz=fuzz, forgeries=forgeries))
     if "export" in names:
         record(export_bench.run(records=50_000 if args.quick else 1_000_000))
     if "tui" in names:
