@@ -14,6 +14,7 @@ GOALS: dict[str, str] = {
     "llm_prompt_tokens_last": "<= 1,500, no upward trend",
     "pool_rss_kb_per_agent": "<= 30",
     "offline_10k_agents_24h_wall_s": "<= 300",
+    "export_jsonl_records_per_s": ">= 200,000 at 1M records",
 }
 
 

@@ -150,6 +150,10 @@ async def build_forum(path: Path) -> Forum:
         await w.ok("bob", {"type": "dm", "to": "carol", "body": "Seen what hush_hollow wrote?"})
         await w.ok(OBJECTOR, {"type": "update_profile", "bio": "Still PAPRIKADAWN"})
         await w.ok("carol", {"type": "feed", "sort": "new"})
+        for prompt, completion in ((1_200, 80), (1_500, 120)):
+            await w.ok("alice", {"type": "llm_call", "model": "small", "prompt_tokens": prompt,
+                                 "completion_tokens": completion, "latency_ms": 850.5,
+                                 "outcome": "ok"})  # fmt: skip
         refused = await w.send("bob", {"type": "vote", "target": "post", "id": 999, "value": 1})
         assert refused["code"] == "not_found"
         forged = Signer.generate().envelope_bytes("bob", 77, {"type": "post", "submolt": "general",

@@ -75,7 +75,7 @@ def test_records_follow_the_field_contract(forum: Forum, tmp_path: Path) -> None
     agents = {r["name"]: r for r in export.records("agents")}
     assert agents["hush_hollow"]["objects_to_training"] is True
     assert agents["hush_hollow"]["objected_at"] is not None
-    assert agents["alice"]["brain"] == "offline"
+    assert (agents["alice"]["brain"], agents["bob"]["brain"]) == ("openai", "offline")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
