@@ -5,6 +5,8 @@ pool was told was done, exactly once, with the forum's invariants intact."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +87,15 @@ def test_after_every_kill_nothing_acknowledged_is_lost_or_doubled(killed: Killed
 def test_the_run_went_on_to_its_last_hour(killed: Killed) -> None:
     last = ledger_time(killed.run_dir)
     assert last is not None and last >= START_S + 15 * HOUR
+
+
+def test_a_restarted_part_does_not_load_the_llm_client() -> None:
+    """Every engine, pool and runner start imports ``moltsim.cli``; the openai package alone
+    took 0.6 s of it, on the path of every restart and resume. Only LLM brains need it."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, moltsim.cli; print('openai' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False", done.stderr
