@@ -16,6 +16,13 @@ from datetime import UTC, datetime
 Series = dict[tuple[str, str], list[tuple[float, float]]]
 """``(process, name)`` to its ``(wall_time, value)`` samples, oldest first."""
 
+WARMUP_FRACTION = 0.5
+WARMUP_MIN_S = 120.0
+"""Growth is judged after a warm-up: the first half of the run, and at least its first two
+minutes. Processes import and connect, every agent subscribes and follows on its first
+heartbeats, and bounded structures (agents' memories, the engine's window of recent replies)
+fill over the first sim-days; a leak goes on growing after that, a cache does not."""
+
 
 @dataclass(frozen=True)
 class RunState:
@@ -74,6 +81,16 @@ class Growth:
         return self.change / self.hours if self.hours > 0 else 0.0
 
 
+def steady(
+    samples: list[tuple[float, float]], start: float, span: float
+) -> list[tuple[float, float]]:
+    """The samples after the warm-up of a run that began at ``start`` and lasted ``span``
+    seconds (all of them when that would leave fewer than two)."""
+    warmup = max(WARMUP_FRACTION * span, WARMUP_MIN_S)
+    kept = [s for s in samples if s[0] >= start + warmup]
+    return kept if len(kept) >= 2 else samples
+
+
 def growth(samples: list[tuple[float, float]], fraction: float = 0.2) -> Growth:
     """Compare the first and the last ``fraction`` of the samples (at least one each); medians
     so that one spike does not decide."""
@@ -93,7 +110,8 @@ def _wall(seconds: float) -> str:
 
 
 def summary_lines(conn: sqlite3.Connection) -> list[str]:
-    """The run's state and a few lines on its metrics: last values and their growth."""
+    """The run's state and a few lines on its metrics: last values, and their growth after the
+    warm-up (see :func:`steady`)."""
     state = run_state(conn)
     lines = [f"state     {state.state}" + (f" since {_wall(state.at)}" if state.at else "")]
     series = read_series(conn)
@@ -102,15 +120,20 @@ def summary_lines(conn: sqlite3.Connection) -> list[str]:
     walls = [t for samples in series.values() for t, _ in samples]
     span = max(walls) - min(walls)
     count = max(len(s) for s in series.values())
-    lines.append(f"metrics   {count:,} samples over {span / 60:.1f} wall minutes")
+    lines.append(
+        f"metrics   {count:,} samples over {span / 60:.1f} wall minutes"
+        " (growth: after the first half)"
+    )
+    start = min(walls)
     processes = sorted({p for p, _ in series if p}, key=lambda p: (p != "engine", p))
     for process in processes:
         parts = []
         if rss := series.get((process, "rss_kb")):
-            g = growth(rss)
+            g = growth(steady(rss, start, span))
             parts.append(f"rss {rss[-1][1] / 1024:,.1f} MB ({g.change / 1024:+,.1f} MB)")
         if fds := series.get((process, "open_files")):
-            parts.append(f"open files {fds[-1][1]:,.0f} ({round(growth(fds).change):+,d})")
+            gained = round(growth(steady(fds, start, span)).change)
+            parts.append(f"open files {fds[-1][1]:,.0f} ({gained:+,d})")
         if cpu := series.get((process, "cpu_percent")):
             parts.append(f"cpu {statistics.mean(v for _, v in cpu):,.0f}% avg")
         if (restarts := series.get((process, "restarts"))) and restarts[-1][1]:

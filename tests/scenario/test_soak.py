@@ -30,6 +30,8 @@ class Shape:
     rate_at_end: float = 1.0
     """Multiplies the action rate over the run, linearly, up to this at the end."""
     rss_mb_per_hour: dict[str, float] = field(default_factory=lambda: {"engine": 10.0})
+    rss_filled_mb: dict[str, float] = field(default_factory=dict)
+    """Growth of a bounded structure: linear over the first 40% of the run, then flat."""
     fds_gained: dict[str, int] = field(default_factory=dict)
     run_file_bytes_per_action: float = 900.0
     state: str = "finished"
@@ -57,6 +59,7 @@ async def make_run(folder: Path, shape: Shape) -> Path:
         wobble = 600 * math.sin(minute)  # KB: allocators breathe
         for process in PROCESSES:
             rss = 80_000 + wobble + shape.rss_mb_per_hour.get(process, 0.0) * 1024 * minute / 60
+            rss += shape.rss_filled_mb.get(process, 0.0) * 1024 * min(1.0, minute / 12)
             fds = 12 + round(shape.fds_gained.get(process, 0) * minute / MINUTES)
             metrics += [
                 (wall, wall, process, "rss_kb", rss),
@@ -144,6 +147,19 @@ async def test_small_wobbles_and_a_brief_dip_do_not_fail(tmp_path: Path) -> None
     shape = Shape(rss_mb_per_hour={"engine": 10.0, "pool-1": 10.0}, rate_at_end=0.7)
     verdict = soak.verdict_for(await make_run(tmp_path, shape))
     assert failed(verdict) == [], "\n".join(verdict.lines())
+
+
+async def test_memory_that_fills_up_during_the_warm_up_and_then_stays_is_no_leak(
+    tmp_path: Path,
+) -> None:
+    """Agents' memories and the engine's reply windows are bounded: they fill over the first
+    sim-days (the first half of a soak), then stay. The same growth kept up is a leak."""
+    filled = Shape(rss_filled_mb={"pool-1": 30.0, "pool-2": 30.0})
+    verdict = soak.verdict_for(await make_run(tmp_path / "filled", filled))
+    assert failed(verdict) == [], "\n".join(verdict.lines())
+    leaking = Shape(rss_mb_per_hour={"engine": 10.0, "pool-1": 30.0 / 12 * 60})
+    verdict = soak.verdict_for(await make_run(tmp_path / "leaking", leaking))
+    assert failed(verdict) == ["pool-1 RSS growth"]
 
 
 async def test_restarts_logged_by_the_runner_count_too(tmp_path: Path) -> None:
