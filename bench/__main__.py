@@ -12,9 +12,11 @@ import platform
 import sys
 import time
 
-from bench import agents, e2e, engine_mix, feed_reads, hostile, offline
+from bench import agents, e2e, engine_mix, feed_reads, hostile, offline, resume
 from bench import export as export_bench
 from bench.results import RESULTS, record
+
+ALL = ["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui", "resume"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui", []],
+        choices=[*ALL, []],
         help="benchmarks to run (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, for checking that the benchmarks work"
     )
     args = parser.parse_args(argv)
-    names = args.names or ["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui"]
+    names = args.names or ALL
     print(f"moltsim benchmarks on {platform.machine()} Python {platform.python_version()}")
     started = time.perf_counter()
     if "engine" in names:
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tui  # loads Textual
 
         record(tui.run(posts=100_000 if args.quick else 1_000_000))
+    if "resume" in names:
+        record(resume.run(agents=100, rounds=1) if args.quick else resume.run())
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")
     return 0
 
