@@ -59,6 +59,7 @@ def build(
         ),
         "seed": None if meta.get("seed") is None else int(meta["seed"]),
         "clock": clock,
+        "run_state": meta.get("state"),
         "format": format,
         "purpose": purpose,
         "filters": filters,
