@@ -29,6 +29,7 @@ def test_export_command_writes_the_files_and_says_how_to_check_them(
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(forum: Forum, tmp_path: Path) -> None:
     full = tmp_path / "full"
     full.mkdir()

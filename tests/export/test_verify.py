@@ -97,6 +97,7 @@ def test_forged_votes_follows_and_redaction_marks_fail(forum: Forum, tmp_path: P
     assert any("marked redacted in an export made for analysis" in f for f in failures)
 
 
+@pytest.mark.slow
 def test_verify_command_exit_codes(forum: Forum, tmp_path: Path) -> None:
     out = tmp_path / "out"
     export_run(forum.path, out, ExportOptions(format="csv"))
