@@ -85,10 +85,10 @@ def steady(
     samples: list[tuple[float, float]], start: float, span: float
 ) -> list[tuple[float, float]]:
     """The samples after the warm-up of a run that began at ``start`` and lasted ``span``
-    seconds (all of them when that would leave fewer than two)."""
+    seconds; in a run too short for that, the later half of them (at least two)."""
     warmup = max(WARMUP_FRACTION * span, WARMUP_MIN_S)
     kept = [s for s in samples if s[0] >= start + warmup]
-    return kept if len(kept) >= 2 else samples
+    return kept if len(kept) >= 2 else samples[min(len(samples) // 2, len(samples) - 2) :]
 
 
 def growth(samples: list[tuple[float, float]], fraction: float = 0.2) -> Growth:
