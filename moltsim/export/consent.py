@@ -13,6 +13,8 @@ The rules (also in the README):
   post or comment they hang from stays as a tombstone (author, title and body ``[redacted]``,
   ``redacted: true``) so that threads keep their shape. Tombstones hold nothing it wrote.
 - Votes on content that is left out are left out with it.
+- Refused envelopes that name no known agent (unreadable, or for an unknown handle) might be
+  an objecting agent's: their payload is withheld (``null``, ``redacted: true``).
 
 With ``--purpose analysis`` everything is kept.
 """

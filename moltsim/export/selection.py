@@ -316,9 +316,15 @@ class Selection:
                 "sig": sig, "result": result, "redacted": False,
             }  # fmt: skip
             if consent.active:
-                record["redacted"] = consent.redact_record(
-                    "actions", record, ("payload", "message", "result")
-                )
+                if agent_id is None and not ok:
+                    # An envelope nobody could be told to have sent may be an objecting
+                    # agent's: its text is withheld, not merely its handle.
+                    record.update(payload="null", sig=None, redacted=True)
+                    consent.redacted["actions: envelope from no known agent withheld"] += 1
+                else:
+                    record["redacted"] = consent.redact_record(
+                        "actions", record, ("payload", "message", "result")
+                    )
             yield record
 
     def _about_submolt(self, kind: str, payload: str, result: str | None) -> bool:

@@ -24,7 +24,7 @@ OBJECTOR = "hush_hollow"
 LOOKALIKE = "hush_hollow_2"
 """Another agent whose handle starts with the objector's: it must survive redaction."""
 SECRETS = ("ZEPHYRQUILL", "MARMALADEECHO", "OBSIDIANLARK", "KESTRELNINE", "PAPRIKADAWN",
-           "HUSHCLUBDESC", "GLASSHERON")  # fmt: skip
+           "HUSHCLUBDESC", "GLASSHERON", "QUARTZWREN")  # fmt: skip
 """Words only the objecting agent ever wrote."""
 HANDLE_RE = re.compile(r"(?<![A-Za-z0-9_-])hush_hollow(?![A-Za-z0-9_-])", re.IGNORECASE)
 
@@ -159,6 +159,10 @@ async def build_forum(path: Path) -> Forum:
         forged = Signer.generate().envelope_bytes("bob", 77, {"type": "post", "submolt": "general",
                                                              "title": "forged"})  # fmt: skip
         assert (await w.send("bob", {}, raw=forged))["code"] == "bad_signature"
+        garbled = b'{"v": 1, "agent": "hush_hollow", "seq": "x", "action": {"body": "QUARTZWREN"}}'
+        assert (await w.send(OBJECTOR, {}, raw=garbled))["code"] == "malformed"
+        stranger = Signer.generate().envelope_bytes("nobody_here", 1, {"type": "feed"})
+        assert (await w.send("bob", {}, raw=stranger))["code"] == "unknown_agent"
         seeded = await engine.submit(w.agent_ids["carol"], a.CreatePost(
             submolt="general", title="Welcome", body="Seeded by the scenario."), clock[0],
             kind="post")  # fmt: skip

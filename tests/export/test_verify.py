@@ -37,7 +37,7 @@ def test_an_untouched_export_verifies(forum: Forum, tmp_path: Path, fmt: str) ->
     assert result.ok, result.failures
     assert result.signatures_ok == 38
     assert result.unsigned == {"register": 5, "seed_submolt": 1, "objection": 1, "post": 1}
-    assert result.refused_envelopes == {"bad_signature": 1}
+    assert result.refused_envelopes == {"bad_signature": 1, "malformed": 1, "unknown_agent": 1}
     assert result.content_ok == {"posts": 7, "comments": 5, "votes": 8, "follows": 3, "dms": 3}
 
 
