@@ -293,7 +293,9 @@ def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finis
         fds = [v for _, v in series[(process, "open_files")]]
         assert all(3 <= v < 500 for v in fds), (process, fds)
         assert all(0 <= v < 250 for _, v in series.get((process, "cpu_percent"), [])), process
-        assert [v for _, v in series[(process, "restarts")]] == [0.0] * len(rss)
+        restarts = [v for _, v in series[(process, "restarts")]]
+        assert set(restarts) == {0.0} and len(restarts) >= len(rss)  # a pool done at the end
+        # has exited before the last sample: then only its restarts are recorded
     sizes = [v for _, v in series[("", "run_file_bytes")]]
     assert sizes[0] > 0 and sizes[-1] >= sizes[0]
     assert max(v for _, v in series[("", "agents_online")]) == 10
