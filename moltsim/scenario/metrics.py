@@ -86,7 +86,10 @@ class Sampler:
         try:
             proc = known[0] if known else psutil.Process(watched.pid)
             with proc.oneshot():
-                values["rss_kb"] = proc.memory_info().rss / 1024
+                rss = proc.memory_info().rss
+                if rss == 0 or proc.status() == psutil.STATUS_ZOMBIE:
+                    raise psutil.ZombieProcess(proc.pid)  # exiting: its memory is gone already
+                values["rss_kb"] = rss / 1024
                 values["open_files"] = float(_descriptors(proc))
                 values["threads"] = float(proc.num_threads())
                 times = proc.cpu_times()

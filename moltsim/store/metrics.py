@@ -145,7 +145,8 @@ def summary_lines(conn: sqlite3.Connection) -> list[str]:
     if rate := series.get(("", "actions_per_min")):
         parts.append(f"{statistics.mean(v for _, v in rate):,.0f} actions/min avg")
     if online := series.get(("", "agents_online")):
-        parts.append(f"{online[-1][1]:,.0f} agents online")
+        peak = max(v for _, v in online)
+        parts.append(f"{online[-1][1]:,.0f} agents online (at most {peak:,.0f})")
     if parts:
         lines.append(f"  {'run':<12}" + ", ".join(parts))
     return lines

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from moltsim.engine.service import Engine
@@ -122,6 +123,22 @@ def test_a_restarted_process_is_sampled_afresh(
     gone = sampler.sample([Watched("pool-1", other.pid, 1)], sim_time=T0, accepted=0, refused=0,
                           agents_online=0, wall_time=T0 + 10)  # fmt: skip
     assert [(p, n, v) for _, _, p, n, v in gone if p == "pool-1"] == [("pool-1", "restarts", 1.0)]
+
+
+def test_a_process_on_its_way_out_is_not_sampled_as_using_no_memory(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        process.kill()
+        wait_for(
+            lambda: psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE, 10, "a zombie"
+        )
+        rows = Sampler(tmp_path / "run.db").sample(
+            [Watched("pool-1", process.pid)], sim_time=T0, accepted=0, refused=0,
+            agents_online=0, wall_time=T0,
+        )  # fmt: skip
+    finally:
+        process.wait()
+    assert [(p, n) for _, _, p, n, _ in rows if p == "pool-1"] == [("pool-1", "restarts")]
 
 
 # --- the engine writes them ------------------------------------------------------------------
@@ -321,4 +338,4 @@ def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finis
     out = squash(cli("stats", tmp_path / "short").stdout)
     assert squash("state     finished since") in out
     assert "metrics" in out and squash("  engine      rss") in out
-    assert squash("10 agents online") in out
+    assert squash("agents online (at most 10)") in out
