@@ -329,8 +329,12 @@ def test_a_run_records_metrics_each_interval_and_its_state_from_running_to_finis
     interrupted_at = float(m["state_at"])
     more = f"{reached - START_S + 3_600:.0f}"  # an hour more: six wall seconds at 600x
     with running(long, tmp_path / "long", "--resume", "--duration", more) as resumed:
-        wait_for(lambda: state(resumed.run_dir) > ("running", interrupted_at), 60, "running again")
-        assert state(resumed.run_dir)[0] == "running"
+
+        def running_again() -> bool:
+            now, at = state(resumed.run_dir)
+            return now == "running" and at > interrupted_at
+
+        wait_for(running_again, 60, "the resumed run to be running again")
         assert resumed.wait(timeout=60) == 0, resumed.text[-3000:]
     finished, at = state(tmp_path / "long")
     assert finished == "finished" and at > interrupted_at
