@@ -5,6 +5,7 @@ run's health from the metrics in its run file, its ledger and its logs.
     python -m bench.soak --verdict RUN_DIR       judge a run that already ran
 
 A soak that ran records its figures (``soak_*``) in ``bench-results.json``.
+
 The verdict leaves out the first half of the run as warm-up (every bounded structure fills
 during it: each agent's memory of 300 posts and 200 agents, the engine's window of recent
 replies per agent, which at the scenario's 480x takes about 5 sim-days, 15 wall minutes), then
@@ -132,7 +133,7 @@ def judge(conn: sqlite3.Connection, logs: Path | None = None) -> Verdict:
     checks += _refusal_checks(conn, figures)
     restarts = _restarts(series, logs)
     figures["soak_restarts"] = restarts
-    checks.append(Check("restarts (engine, pools)", f"{restarts}", "0", restarts == 0))
+    checks.append(Check("restarts (engine, pools, broker)", f"{restarts}", "0", restarts == 0))
     if logs is not None:
         errors = _log_errors(logs)
         figures["soak_log_errors"] = len(errors)

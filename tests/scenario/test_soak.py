@@ -125,7 +125,7 @@ async def test_a_healthy_half_hour_passes(tmp_path: Path) -> None:
         (Shape(outcomes={"bad_signature": 3}), "errors (internal, malformed, forged...)"),
         (Shape(outcomes={"replay": 200}), "replays"),
         (Shape(outcomes={"rate_limited": 5_000}), "refused by the rules"),
-        (Shape(restarts={"engine": 1}), "restarts (engine, pools)"),
+        (Shape(restarts={"engine": 1}), "restarts (engine, pools, broker)"),
         (Shape(state="interrupted"), "run state"),
         (
             Shape(log_lines=[{"level": "error", "msg": "processing a group failed"}]),
@@ -165,7 +165,7 @@ async def test_memory_that_fills_up_during_the_warm_up_and_then_stays_is_no_leak
 async def test_restarts_logged_by_the_runner_count_too(tmp_path: Path) -> None:
     lines = [{"level": "warning", "msg": "pool-1 restarted (restart #1)"}]
     verdict = soak.verdict_for(await make_run(tmp_path, Shape(log_lines=lines)))
-    assert failed(verdict) == ["restarts (engine, pools)"]
+    assert failed(verdict) == ["restarts (engine, pools, broker)"]
 
 
 async def test_the_command_exits_non_zero_on_a_failed_verdict(
