@@ -15,6 +15,10 @@ GOALS: dict[str, str] = {
     "pool_rss_kb_per_agent": "<= 30",
     "offline_10k_agents_24h_wall_s": "<= 300",
     "export_jsonl_records_per_s": ">= 200,000 at 1M records",
+    "fuzz_envelopes_total": ">= 100,000",
+    "fuzz_engine_crashes": "0",
+    "forgery_envelopes_total": ">= 10,000",
+    "forgery_accepted": "0",
 }
 
 
