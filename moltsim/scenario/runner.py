@@ -210,7 +210,7 @@ class Runner:
         accounts = folder.accounts()
         broker: EmbeddedBroker | None = None
         if self.broker_url is None:
-            broker = EmbeddedBroker.start(folder.broker)
+            broker = EmbeddedBroker.begin(folder.broker)  # loads while the engine starts
             address = BrokerAddress(broker.host, broker.port)
         else:
             address = BrokerAddress.parse(self.broker_url)
@@ -231,6 +231,12 @@ class Runner:
         )  # fmt: skip
         children = [engine]
         engine.start()
+        if broker is not None:
+            try:
+                broker.wait_ready(20.0)
+            except BaseException:
+                engine.stop(timeout=5)
+                raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._interrupt)
@@ -262,16 +268,17 @@ class Runner:
                 subscriptions=[(accounts.topics.tick, 0), (accounts.topics.control_result, 1)],
                 on_message=self._on_message,
             ) as mqtt:  # fmt: skip
-                await self._wait_for_engine(engine)
-                await self._record_running(mqtt)
-                last_done = self._sim_now or clock.start
-                events = [e for e in events if clock.start + e.at >= last_done]
+                # Pools load while the engine does; they greet it once it ticks.
                 for plan in pools:
                     if plan.join_at == 0 or set(plan.handles) <= registered:
                         pool_children[plan.name] = self._pool_child(folder, plan, address)
                 for child in pool_children.values():
                     child.start()
                 children += pool_children.values()
+                await self._wait_for_engine(engine)
+                await self._record_running(mqtt)
+                last_done = self._sim_now or clock.start
+                events = [e for e in events if clock.start + e.at >= last_done]
                 with self._progress() as progress:
                     task = progress.add_task("sim", total=clock.duration)
                     while not self._stop.is_set():

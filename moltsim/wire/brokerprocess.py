@@ -17,10 +17,13 @@ class BrokerProcess:
 
     name = "the broker"
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], host: str, port: int, log: Path | None = None
+    ) -> None:
         self.process = process
         self.host = host
         self.port = port
+        self.log = log
 
     @property
     def url(self) -> str:
@@ -29,19 +32,32 @@ class BrokerProcess:
     @classmethod
     def launch(cls, args: list[str], log: Path, host: str, port: int, timeout: float) -> Self:
         """Start ``args`` and return once the broker accepts connections on ``host:port``."""
+        broker = cls.spawn(args, log, host, port)
+        broker.wait_ready(timeout)
+        return broker
+
+    @classmethod
+    def spawn(cls, args: list[str], log: Path, host: str, port: int) -> Self:
+        """Start ``args`` and return at once (see :meth:`wait_ready`)."""
         with open(log, "ab") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        broker = cls(process, host, port)
+        return cls(process, host, port, log)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once the broker accepts connections; stop it and raise if it does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{cls.name} exited ({process.returncode}):\n{tail}")
-            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-                return broker
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:] if self.log else ""
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{tail}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
+                return
             time.sleep(0.05)
-        broker.stop()
-        raise TimeoutError(f"{cls.name} did not listen on {host}:{port} in {timeout} s")
+        self.stop()
+        raise TimeoutError(f"{self.name} did not listen on {self.host}:{self.port} in {timeout} s")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:

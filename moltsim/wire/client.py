@@ -226,6 +226,10 @@ class PoolClient:
         except TimeoutError as exc:
             await self.close()
             raise RequestTimeout(f"could not connect to {self.address.url}") from exc
+        # A tick says the engine is subscribed: a hello sent before that (a pool started with
+        # its engine, on a fresh broker) would go nowhere and wait out a whole timeout.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.tick_received.wait(), self.timeout)
         await asyncio.gather(*(agent.hello() for agent in self.agents.values()))
         return self
 

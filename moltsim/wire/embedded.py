@@ -94,10 +94,20 @@ class EmbeddedBroker(BrokerProcess):
         cls, folder: Path, port: int | None = None, host: str = "127.0.0.1", timeout: float = 20.0
     ) -> EmbeddedBroker:
         """Start a broker for the accounts saved in ``folder``; returns once it accepts."""
+        broker = cls.begin(folder, port, host)
+        broker.wait_ready(timeout)
+        return broker
+
+    @classmethod
+    def begin(
+        cls, folder: Path, port: int | None = None, host: str = "127.0.0.1"
+    ) -> EmbeddedBroker:
+        """Start a broker and return at once: others can start while it loads (it takes a
+        second), then :meth:`wait_ready`."""
         port = port or free_port(host)
         args = [sys.executable, "-m", "moltsim.wire.embedded", str(folder), str(port),
                 "--host", host]  # fmt: skip
-        return cls.launch(args, folder / "broker.log", host, port, timeout)
+        return cls.spawn(args, folder / "broker.log", host, port)
 
 
 if __name__ == "__main__":

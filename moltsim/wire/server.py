@@ -76,7 +76,7 @@ class EngineServer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, reconnecting to the broker as needed; then drain."""
-        backoff = 0.2
+        backoff = 0.05  # short at first: at a run's start the broker is often still loading
         while not stop.is_set():
             try:
                 async with mqtt_client(
@@ -86,7 +86,7 @@ class EngineServer:
                     identifier=f"moltsim-{self.topics.sim}-engine",
                     clean_session=False,  # messages wait for the engine across its restarts
                 ) as mqtt:
-                    backoff = 0.2
+                    backoff = 0.05
                     await mqtt.subscribe(self.topics.act_any, qos=1)
                     await mqtt.subscribe(self.topics.act_batch_any, qos=1)
                     await mqtt.subscribe(self.topics.control, qos=1)
@@ -100,7 +100,7 @@ class EngineServer:
                 log.warning("broker connection lost (%s); retrying in %.1f s", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 1.5, 5.0)
         self.connected.clear()
 
     async def _serve(self, mqtt: aiomqtt.Client, stop: asyncio.Event) -> None:

@@ -143,3 +143,22 @@ def advanced(run_dir: Path, since: float | None, timeout: float, what: str) -> f
 
     wait_for(moved, timeout, what)
     return latest[0]
+
+
+def accepted_since(run_dir: Path, wall: float, timeout: float, what: str) -> None:
+    """Wait until an agent's action is accepted with a wall time after ``wall`` (an epoch
+    time): after a part was replaced, proof that the new one works, not the old one's tail."""
+
+    def found() -> bool:
+        try:
+            with run_db(run_dir) as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM actions WHERE outcome = 'ok' AND seq > 0 AND wall_time > ?"
+                    " LIMIT 1",
+                    (wall,),
+                ).fetchone()
+        except (RunFileError, sqlite3.Error):
+            return False
+        return row is not None
+
+    wait_for(found, timeout, what)

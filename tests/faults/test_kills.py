@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.faults.faultrun import ack_journal, advanced, children, one, replaced, verdict
+from tests.faults.faultrun import accepted_since, ack_journal, children, one, replaced, verdict
 from tests.scenario.conftest import START_S, ledger_time, running, scenario_toml, wait_for
 
 pytestmark = pytest.mark.slow
@@ -45,13 +46,13 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Killed:
     with ack_journal(base / "acks") as journal, running(scenario, run_dir) as run:
         one(run, "engine")
         wait_for(lambda: len(children(run, "pool")) == 2, 30, "two pools")
-        last = advanced(run_dir, None, 30, "the first action")
+        accepted_since(run_dir, 0.0, 30, "the first action")
         for kill in range(ENGINE_KILLS):
             engine = one(run, "engine")
             engine_pids.append(engine.pid)
             engine.kill()
             replaced(run, "engine", engine)
-            last = advanced(run_dir, last, 40, f"an action after engine kill #{kill + 1}")
+            accepted_since(run_dir, time.time(), 40, f"an action after engine kill #{kill + 1}")
             if kill in (1, 3):
                 pool = sorted(children(run, "pool"), key=lambda p: p.pid)[0]
                 pool_pids.append(pool.pid)
