@@ -48,6 +48,8 @@ class WatchApp(App[None]):
     ]
 
     def __init__(self, run: str | Path, *, poll_s: float | None = POLL_S) -> None:
+        if poll_s is not None and not poll_s > 0:
+            raise ValueError(f"poll_s is a positive number of seconds or None, not {poll_s!r}")
         super().__init__()
         self.source = RunSource(run)
         self.poll_s = poll_s
@@ -80,6 +82,8 @@ class WatchApp(App[None]):
 
     def _pulsed(self, pulse: Pulse) -> None:
         self.pulse = pulse
+        if not self.screen_stack:  # the app is closing
+            return
         screen = self.screen
         if isinstance(screen, LiveScreen):
             screen.apply_pulse(pulse)

@@ -7,11 +7,13 @@ up under load. Instead a request made while the same name is still running is re
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
@@ -93,7 +95,8 @@ class Fetcher:
         assert request is not None
         try:
             if event.state is WorkerState.SUCCESS:
-                request.done(worker.result)
+                with contextlib.suppress(NoMatches):  # the node is closing: its widgets are gone
+                    request.done(worker.result)
             elif event.state is WorkerState.ERROR:
                 self._node.app.notify(
                     f"reading the run file failed: {worker.error}",

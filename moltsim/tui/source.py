@@ -20,16 +20,16 @@ from typing import Any, TypeVar
 
 from moltsim.domain.actions import QUERY_TYPES
 from moltsim.engine.rules import DAY, HOUR
+from moltsim.store.metrics import run_state
 from moltsim.store.reader import open_readonly
 
 T = TypeVar("T")
 
 ACTIVE_WINDOW_S = 30.0
 """Without a recorded run state, a run whose ledger grew in the last this-many wall seconds
-is shown as active."""
+is shown as ``active``."""
 TAIL_ACTIONS = 50_000
 """Per-sim-hour figures read at most this many of the newest ledger rows (a bounded read)."""
-RUN_STATES = ("running", "finished", "stopped", "interrupted", "failed")
 
 
 class RunSource:
@@ -200,14 +200,14 @@ def _token_prices(scenario_text: str | None) -> tuple[float, float] | None:
 
 
 def _run_state(conn: sqlite3.Connection, last_wall_time: float | None) -> str:
-    """The recorded run state, or (for run files that do not record one) what the ledger
-    suggests: ``active`` while it grows, ``idle`` otherwise."""
-    row = conn.execute("SELECT value FROM run_meta WHERE key = 'state'").fetchone()
-    if row is not None and row[0] in RUN_STATES:
-        return str(row[0])
+    """The recorded run state; for run files that record none and whose ledger does not say
+    the run finished, ``active`` while the ledger grows, else ``unknown``."""
+    state = run_state(conn).state
+    if state != "unknown":
+        return state
     if last_wall_time is not None and time.time() - last_wall_time < ACTIVE_WINDOW_S:
         return "active"
-    return "idle"
+    return "unknown"
 
 
 # --- the event log ------------------------------------------------------------------------------

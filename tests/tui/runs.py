@@ -160,9 +160,10 @@ async def build_fixture_run(folder: Path) -> Path:
                                 latency_ms=900.0, outcome="ok"),
                 at + 120,
             )  # fmt: skip
+        await engine.record_state("finished", at=1_900_000_000.0)
     finally:
         await engine.close()
-    set_meta(path, scenario=SCENARIO, scenario_name="fixture", state="finished")
+    set_meta(path, scenario=SCENARIO, scenario_name="fixture")
     return path
 
 

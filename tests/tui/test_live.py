@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from moltsim.tui.app import POLL_S, WatchApp
 from moltsim.tui.screens.events import EventsScreen
 from moltsim.tui.screens.feed import FeedScreen
 from moltsim.tui.screens.thread import ThreadScreen
+from moltsim.tui.source import Pulse
 from tests.tui.conftest import SIZE, settle
 from tests.tui.snap import screen_text
 
@@ -210,3 +212,31 @@ async def test_never_a_writable_connection_while_a_writer_writes(
             writer.kill()
         await wait_for(pilot, lambda: "Live post 39" in screen_text(app))
     assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.3f} s"
+
+
+async def test_polls_never_overlap(run_copy: Path) -> None:
+    app = WatchApp(run_copy, poll_s=0.001)  # re-armed almost at once
+    read = app.source.header.read
+    lock = threading.Lock()
+    active, most, calls = 0, 0, 0
+
+    def counted(conn: sqlite3.Connection) -> Pulse:
+        nonlocal active, most, calls
+        with lock:
+            active += 1
+            calls += 1
+            most = max(most, active)
+        try:
+            time.sleep(0.01)  # a slow file: polls would pile up if they were not re-armed
+            return read(conn)
+        finally:
+            with lock:
+                active -= 1
+
+    app.source.header.read = counted  # type: ignore[method-assign]
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.polls >= 20)
+    finally:
+        app.close()
+    assert calls >= 20 and most == 1

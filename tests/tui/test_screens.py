@@ -193,3 +193,29 @@ async def test_unknown_post_and_agent_say_so(app: WatchApp) -> None:
         app.push_screen(ProfileScreen("nobody"))
         await settle(pilot, app)
         assert "There is no agent @nobody in this run." in screen_text(app)
+
+
+async def test_the_feed_reads_its_next_page_near_the_end(tmp_path: Path) -> None:
+    import random
+
+    from bench import feed_reads
+    from moltsim.tui.screens.feed import PAGE
+
+    path = tmp_path / "run.db"
+    await feed_reads.create(path)
+    feed_reads.grow(path, 1, 2 * PAGE + 31, random.Random(3))
+    app = WatchApp(path, poll_s=None)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            feed = app.screen
+            assert isinstance(feed, FeedScreen) and len(feed.posts) == PAGE
+            await pilot.press("ctrl+end")
+            await settle(pilot, app)
+            assert len(feed.posts) == 2 * PAGE
+            await pilot.press("ctrl+end")
+            await settle(pilot, app)
+            assert len(feed.posts) == 2 * PAGE + 30 and feed.exhausted
+            assert feed.table.row_count == len(feed.posts)  # no post twice
+    finally:
+        app.close()

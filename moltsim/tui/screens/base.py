@@ -3,9 +3,11 @@ live updates from the app's poll."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.worker import Worker
 
@@ -52,7 +54,8 @@ class LiveScreen(Screen[None]):
         """The app read the run header again: redraw it, then let the screen follow the run."""
         for header in self.query(RunHeader):
             header.show(pulse)
-        self.pulse_arrived(pulse)
+        with contextlib.suppress(NoMatches):  # the screen is closing: its widgets are gone
+            self.pulse_arrived(pulse)
 
     def load(self) -> None:
         """Start reading what the screen shows."""

@@ -54,6 +54,7 @@ class FeedScreen(LiveScreen):
         Binding("m", "submolt", "Submolt", id="feed.submolt", tooltip="the post's submolt"),
         Binding("r", "show_new", "Show new", id="feed.reload", tooltip="read the feed again"),
     ]
+    AUTO_FOCUS = "#posts"
 
     def __init__(self, submolt: str | None = None, sort: FeedSort = "hot") -> None:
         super().__init__()

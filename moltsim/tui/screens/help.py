@@ -32,6 +32,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("enter", "open the post's thread"),
             ("a / m", "the post's author / submolt"),
             ("r", "show new posts (the feed never jumps by itself, except at the top of New)"),
+            ("pgdn", "more posts load as the cursor nears the end"),
         ),
     ),
     (

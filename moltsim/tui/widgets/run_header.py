@@ -13,7 +13,7 @@ STATE_STYLES = {
     "active": "bold green",
     "finished": "bold blue",
     "stopped": "bold yellow",
-    "idle": "yellow",
+    "unknown": "yellow",
     "interrupted": "bold yellow",
     "failed": "bold red",
 }
