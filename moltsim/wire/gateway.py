@@ -196,7 +196,7 @@ class Gateway:
     def _check(self, item: Inbound, now: float) -> _Pending:
         # An envelope taken from a pool batch is measured as compact JSON: the limit holds
         # whichever topic it came by.
-        size = len(item.raw) if item.parsed is None else len(to_json(item.parsed))
+        size = len(item.raw) if item.raw or item.parsed is None else len(to_json(item.parsed))
         if size > MAX_ENVELOPE_BYTES:
             return self._refuse(
                 item, now, ErrorCode.TOO_LARGE,

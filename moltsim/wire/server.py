@@ -232,13 +232,18 @@ class EngineServer:
         agents = self.gateway.engine.forum.state
         for item in items:
             body = item.parsed if item.parsed is not None else _loads(item.raw)
-            action = body.get("action") if isinstance(body, dict) else None
+            fields = body if isinstance(body, dict) else {}
+            action, agent, seq = fields.get("action"), fields.get("agent"), fields.get("seq")
             kind = action.get("type") if isinstance(action, dict) else None
-            if not isinstance(kind, str) or kind in QUERY_TYPES or kind == "hello":
+            if (
+                not isinstance(kind, str) or kind in QUERY_TYPES or kind == "hello"
+                or not isinstance(agent, str) or not isinstance(seq, int)
+            ):  # fmt: skip
+                # Queries, and what cannot be a write (the gateway refuses it): answered at once.
                 self._inbox.append(item)
                 continue
             item.parsed = body
-            key = (body.get("agent"), body.get("seq")) if isinstance(body, dict) else None
+            key = (agent, seq)
             if key in self._held_keys:
                 continue  # a resend of a write already waiting for the end of the tick
             self._held_keys.add(key)
@@ -253,9 +258,13 @@ class EngineServer:
 
     def _step_done(self, pool: str, raw: bytes) -> None:
         body = _loads(raw)
-        if isinstance(body, dict) and isinstance(body.get("tick"), int):
-            self._done[pool] = (int(body["tick"]), int(body.get("sent", 0)))
-            self._step_news.set()
+        fields = body if isinstance(body, dict) else {}
+        tick, sent = fields.get("tick"), fields.get("sent", 0)
+        if not isinstance(tick, int) or not isinstance(sent, int):
+            log.warning("pool %s sent an unreadable step report; ignored", pool)
+            return
+        self._done[pool] = (tick, sent)
+        self._step_news.set()
 
     def _tick_complete(self, tick: int) -> bool:
         state = self.gateway.engine.forum.state

@@ -18,6 +18,8 @@ import math
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import typing
 from collections import Counter
@@ -993,3 +995,27 @@ async def forgery_campaign(attacker: Attacker, forger: Forger, count: int, batch
             probe = Case("signed", victim, {"type": "profile"}, must_apply=True)
             await attacker.send_on_topic([probe], victim)
     return accepted
+
+
+class SteppedEngineProcess(EngineProcess):
+    """``moltsim engine --tick TICK``: the stepped clock, whose server reads pools' step
+    reports and holds writes until the end of each tick."""
+
+    def __init__(self, folder: RunFolder, broker: Broker, tick_s: float = 600.0) -> None:
+        super().__init__(folder, broker)
+        self.tick_s = tick_s
+
+    def start(self, timeout: float = 30.0) -> SteppedEngineProcess:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.starts += 1
+        self.log_path = self.folder.logs / f"engine-stepped-{self.starts}.log"
+        command = [sys.executable, "-m", "moltsim.cli", "engine", "--db", str(self.folder.path),
+                   "--broker", self.broker.url, "--tick", str(self.tick_s)]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self

@@ -9,7 +9,10 @@ sent); the engine must never die or log a traceback; the run file must pass
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +27,24 @@ from tests.faults.hostile import (
     Attacker,
     Case,
     Seeded,
+    SteppedEngineProcess,
     attack_clients,
     draw,
     draw_cases,
     hostile_action,
     make_hostile_run,
+    run_file_problems,
 )
 from tests.wire.conftest import (
     BROKERS,
     Broker,
     EngineProcess,
+    RawClient,
+    encode,
+    envelope,
+    last_action_id,
+    ledger_since,
+    post_action,
     run_async,
     start_embedded,
     start_mosquitto,
@@ -151,3 +162,62 @@ async def test_the_size_limit_holds_inside_a_pool_batch(attacker: Attacker, over
         (built,) = await send([sized])
         assert built.expect == ({"too_large"} if over else RULE_OUTCOMES)
         assert attacker.tally.outcomes - outcomes == {("too_large" if over else "ok"): 1}
+
+
+NOT_WRITES = [
+    {"v": 1, "agent": ["alice"], "seq": 1, "action": {"type": "post"}, "sig": "AAAA"},
+    {"v": 1, "agent": {"a": 1}, "seq": [1], "action": {"type": "vote"}, "sig": "AAAA"},
+    {"v": 1, "agent": "alice", "seq": 1.5, "action": {"type": "post"}, "sig": "AAAA"},
+    {"v": 1, "agent": "alice", "seq": "1", "action": {"type": "comment"}, "sig": "AAAA"},
+]
+"""Writes by their type that cannot be writes by their shape (unhashable or mistyped agent and
+seq): a stepped engine must refuse them, not hold them."""
+BAD_STEP_REPORTS = [b'{"tick": 0, "sent": "many"}', b'{"tick": "x"}', b"[]", b"\xff",
+                    b'{"tick": 1, "sent": [1]}', b'{"tick": 1e999}', b"null"]  # fmt: skip
+
+
+async def test_a_stepped_engine_survives_hostile_writes_and_step_reports(tmp_path: Path) -> None:
+    """Regression: in stepped mode one envelope whose agent was a JSON array, or one step report
+    whose ``sent`` was not a number, stopped the engine (an exception in its broker reader)."""
+    folder, _ = await make_hostile_run(tmp_path / "run")
+    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
+    try:
+        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
+        try:
+            await _stepped_attack(folder, broker, engine)
+        finally:
+            engine.stop_cleanly()
+    finally:
+        broker.stop()
+
+
+async def _stepped_attack(folder: RunFolder, broker: Broker, engine: EngineProcess) -> None:
+    t, accounts = folder.accounts().topics, folder.accounts()
+    mark = last_action_id(folder.db)
+    pool1 = RawClient(broker.address, "pool-1", accounts.passwords["pool-1"],
+                      [t.reply("alice"), t.reply_batch("pool-1"), t.tick])  # fmt: skip
+    pool2 = RawClient(broker.address, "pool-2", accounts.passwords["pool-2"])
+    async with pool1, pool2:
+        for message in NOT_WRITES:
+            await pool1.publish(t.act("alice"), json.dumps(message).encode())
+        await pool1.publish(t.act_batch("pool-1"), json.dumps(NOT_WRITES).encode())
+        for report in BAD_STEP_REPORTS:
+            await pool1.publish(t.step("pool-1"), report)
+            await pool2.publish(t.step("pool-2"), report)
+        answers = [await pool1.receive(t.reply("alice")) for _ in NOT_WRITES]
+        answers += await pool1.receive(t.reply_batch("pool-1"))
+        assert [a["code"] for a in answers] == ["malformed"] * 2 * len(NOT_WRITES)
+
+        # The engine still runs its ticks: a genuine write is applied at the end of one.
+        alice = folder.credentials("alice")
+        await pool1.publish(t.act("alice"), encode(envelope(alice, 1, post_action("stepped"))))
+        tick = (await pool1.receive(t.tick, where=lambda b: "tick" in b, within=10.0))["tick"]
+        await pool1.publish(t.step("pool-1"), json.dumps({"tick": tick, "sent": 1}).encode())
+        await pool2.publish(t.step("pool-2"), json.dumps({"tick": tick, "sent": 0}).encode())
+        reply = await pool1.receive(t.reply("alice"), where=lambda b: b.get("seq") == 1, within=20)
+        assert reply["ok"] is True, reply
+    assert engine.running, engine.log()
+    assert "Traceback" not in engine.log() and " ERROR " not in engine.log(), engine.log()
+    outcomes = [row.outcome for row in ledger_since(folder.db, mark) if row.type != "hello"]
+    assert sorted(outcomes) == ["malformed"] * 2 * len(NOT_WRITES) + ["ok"]
+    assert run_file_problems(folder.db) == []
