@@ -72,14 +72,15 @@ def stats(run: Path) -> int:
     return 0
 
 
-def _watch(run: Path) -> int:
+def _watch(run: Path, events: str | None = None) -> int:
     """Open the read-only live view of a run (``moltsim watch``)."""
     open_readonly(run).close()  # a missing, corrupt or newer run file fails here, clearly
+    address = None if events is None else BrokerAddress.parse(events)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise RunFileError("moltsim watch needs a terminal (stdin and stdout must be a tty)")
     from moltsim.tui.app import watch  # Textual loads only for this command
 
-    return watch(run)
+    return watch(run, events=address)
 
 
 async def _init(path: Path) -> int:
@@ -258,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         "watch", help="watch a run live in the terminal (read-only)", description=_watch.__doc__
     )
     p.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument(
+        "--events", metavar="URL",
+        help="also follow the run's events on this broker (mqtt://host:port), as its observer",
+    )  # fmt: skip
 
     p = commands.add_parser(
         "init", help="create an empty run folder", description="Create an empty run folder."
@@ -383,7 +388,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             case "stats":
                 return stats(args.run)
             case "watch":
-                return _watch(args.run)
+                return _watch(args.run, args.events)
             case "init":
                 return asyncio.run(_init(args.path))
             case "register":

@@ -18,6 +18,7 @@ from textual.worker import Worker
 
 from moltsim.tui.fetch import Fetcher
 from moltsim.tui.messages import OpenFeed, OpenProfile, OpenThread
+from moltsim.tui.observer import follow_events, observer_accounts
 from moltsim.tui.screens.base import LiveScreen
 from moltsim.tui.screens.events import EventsScreen
 from moltsim.tui.screens.feed import FeedScreen
@@ -27,6 +28,7 @@ from moltsim.tui.screens.search import SearchScreen
 from moltsim.tui.screens.submolts import SubmoltsScreen
 from moltsim.tui.screens.thread import ThreadScreen
 from moltsim.tui.source import Pulse, RunSource
+from moltsim.wire.connection import BrokerAddress
 
 POLL_S = 0.5
 """Seconds between the end of one poll of the run file and the start of the next."""
@@ -47,11 +49,23 @@ class WatchApp(App[None]):
         Binding("slash", "search", "Search", id="app.search", tooltip="search posts, comments"),
     ]
 
-    def __init__(self, run: str | Path, *, poll_s: float | None = POLL_S) -> None:
+    def __init__(
+        self,
+        run: str | Path,
+        *,
+        poll_s: float | None = POLL_S,
+        events: BrokerAddress | None = None,
+    ) -> None:
         if poll_s is not None and not poll_s > 0:
             raise ValueError(f"poll_s is a positive number of seconds or None, not {poll_s!r}")
         super().__init__()
+        self._accounts = None if events is None else observer_accounts(run)
         self.source = RunSource(run)
+        self.events = events
+        """A broker whose ``events`` topic makes the app read at once (besides polling)."""
+        self.events_seen = 0
+        self._broker_up: bool | None = None
+        """Messages received on the ``events`` topic."""
         self.poll_s = poll_s
         self.pulse: Pulse | None = None
         """The run header as last read."""
@@ -65,6 +79,11 @@ class WatchApp(App[None]):
 
     def on_mount(self) -> None:
         self.poll()
+        if self.events is not None and self._accounts is not None:
+            self.run_worker(
+                follow_events(self.events, self._accounts, self._event, self._broker_state),
+                name="events", group="events", exclusive=True, exit_on_error=False,
+            )  # fmt: skip
 
     def on_unmount(self) -> None:
         if self._timer is not None:
@@ -77,8 +96,30 @@ class WatchApp(App[None]):
 
     def _rearm(self) -> None:
         self.polls += 1
+        if self._timer is not None:
+            self._timer.stop()  # one chain of polls, however many polls events asked for
+            self._timer = None
         if self.poll_s is not None and self.is_running:
             self._timer = self.set_timer(self.poll_s, self.poll)
+
+    def _event(self) -> None:
+        """Something was committed: read now (a poll already running is followed by one)."""
+        self.events_seen += 1
+        self.poll()
+
+    def _broker_state(self, up: bool) -> None:
+        """Say when the events subscription is lost (and when it is back), once each time."""
+        if up == self._broker_up:
+            return
+        was, self._broker_up = self._broker_up, up
+        where = self.events.url if self.events else "?"
+        if not up:
+            self.notify(
+                f"no events from the broker at {where}; retrying (the run file is still polled)",
+                severity="warning",
+            )
+        elif was is False:
+            self.notify(f"following events from the broker at {where} again")
 
     def _pulsed(self, pulse: Pulse) -> None:
         self.pulse = pulse
@@ -134,9 +175,11 @@ class WatchApp(App[None]):
         self.source.close()
 
 
-def watch(run: str | Path, *, poll_s: float | None = POLL_S) -> int:
+def watch(
+    run: str | Path, *, poll_s: float | None = POLL_S, events: BrokerAddress | None = None
+) -> int:
     """Run the watcher on a terminal until the user quits."""
-    app = WatchApp(run, poll_s=poll_s)
+    app = WatchApp(run, poll_s=poll_s, events=events)
     try:
         app.run()
     finally:

@@ -143,3 +143,8 @@ def test_moltsim_watch_in_a_terminal_shows_new_posts_arrive(
         assert time.monotonic() < deadline, terminal.screen()
         time.sleep(0.05)
     assert "Traceback" not in terminal.screen()
+
+
+def test_a_bad_events_broker_is_refused(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refusal(capsys, str(run_copy), "--events", "http://localhost:1883")
+    assert "only mqtt://host:port brokers are supported" in err
