@@ -22,7 +22,7 @@ from moltsim.tui.source import Pulse, new_since, post_counters, sim_now, submolt
 SORTS: tuple[FeedSort, ...] = ("hot", "new", "top", "rising")
 PAGE = 100
 """Posts read per page; the next page is read when the cursor nears the end."""
-TITLE_WIDTH = 72
+TITLE_WIDTH = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +80,10 @@ class FeedScreen(LiveScreen):
         table: DataTable[str | Text] = DataTable(id="posts", cursor_type="row", zebra_stripes=True)
         table.add_column("score", key="score")
         table.add_column("comments", key="comments")
+        table.add_column("age", key="age")
         table.add_column("title", key="title")
         table.add_column("submolt", key="submolt")
         table.add_column("author", key="author")
-        table.add_column("age", key="age")
         yield table
         yield Static("", id="empty", classes="empty")
         yield Footer()
@@ -161,10 +161,10 @@ class FeedScreen(LiveScreen):
         return (
             score,
             Text(count(post.comment_count)),
+            Text(age(post.created_at, self._now)),
             title,
             Text(post.submolt),
             Text(f"@{post.author}" if post.author else "[deleted]"),
-            Text(age(post.created_at, self._now)),
         )
 
     def _empty_state(self) -> None:
