@@ -64,7 +64,7 @@ class EngineServer:
         self.until = until
         self.step_timeout = step_timeout
         self._held: list[Inbound] = []
-        self._held_keys: set[tuple[Any, Any] | None] = set()
+        self._held_keys: set[tuple[Any, ...]] = set()
         self._received: dict[str, int] = {}
         self._done: dict[str, tuple[int, int]] = {}
         self._step_news = asyncio.Event()
@@ -130,9 +130,12 @@ class EngineServer:
             in_flight = {t for t in in_flight if not t.done()}
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            self.state = "stopped"
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._publish_tick(mqtt)
+            if stop.is_set():
+                # Only a real stop: after a lost connection the engine reconnects and goes on,
+                # and a lasting "stopped" would make every pool quit.
+                self.state = "stopped"
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self._publish_tick(mqtt)
 
     async def _dispatch(self, mqtt: aiomqtt.Client, in_flight: set[asyncio.Task[None]]) -> None:
         self._arrived.clear()
@@ -243,15 +246,18 @@ class EngineServer:
                 self._inbox.append(item)
                 continue
             item.parsed = body
-            key = (agent, seq)
-            if key in self._held_keys:
-                continue  # a resend of a write already waiting for the end of the tick
-            self._held_keys.add(key)
-            self._held.append(item)
             pool = item.pool
             if pool is None and item.topic_agent is not None:
                 agent_id = agents.handles.get(item.topic_agent.lower())
                 pool = agents.agents[agent_id].pool if agent_id is not None else None
+            # A resend is the same envelope from the same pool: another pool's envelope that
+            # names the same agent and seq must not make the real one look like a resend.
+            sig = fields.get("sig")
+            key = (pool, agent, seq, sig if isinstance(sig, str) else None)
+            if key in self._held_keys:
+                continue  # a resend of a write already waiting for the end of the tick
+            self._held_keys.add(key)
+            self._held.append(item)
             if pool is not None:
                 self._received[pool] = self._received.get(pool, 0) + 1
                 self._step_news.set()

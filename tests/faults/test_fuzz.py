@@ -221,3 +221,47 @@ async def _stepped_attack(folder: RunFolder, broker: Broker, engine: EngineProce
     outcomes = [row.outcome for row in ledger_since(folder.db, mark) if row.type != "hello"]
     assert sorted(outcomes) == ["malformed"] * 2 * len(NOT_WRITES) + ["ok"]
     assert run_file_problems(folder.db) == []
+
+
+async def test_a_pool_cannot_crowd_out_another_pools_writes_in_stepped_time(
+    tmp_path: Path,
+) -> None:
+    """Regression: a stepped engine took a write as a resend of one already held when agent and
+    seq matched, whoever sent it; another pool could guess alice's next seqs and have her real
+    writes silently dropped, tick after tick."""
+    folder, _ = await make_hostile_run(tmp_path / "run")
+    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
+    try:
+        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
+        try:
+            t, accounts = folder.accounts().topics, folder.accounts()
+            alice = folder.credentials("alice")
+            pool1 = RawClient(broker.address, "pool-1", accounts.passwords["pool-1"],
+                              [t.reply("alice"), t.tick])  # fmt: skip
+            pool2 = RawClient(broker.address, "pool-2", accounts.passwords["pool-2"],
+                              [t.reply_batch("pool-2")])  # fmt: skip
+            async with pool1, pool2:
+                tick = (await pool1.receive(t.tick, where=lambda b: "tick" in b))["tick"]
+                squatters = [{"v": 1, "agent": "alice", "seq": seq, "sig": "AAAA",
+                              "action": post_action("squat")} for seq in (1, 2, 3)]  # fmt: skip
+                await pool2.publish(t.act_batch("pool-2"), json.dumps(squatters).encode())
+                for seq in (1, 2, 3):
+                    genuine = envelope(alice, seq, post_action(f"real {seq}"))
+                    await pool1.publish(t.act("alice"), encode(genuine))
+                await pool2.publish(
+                    t.step("pool-2"), json.dumps({"tick": tick, "sent": 3}).encode()
+                )
+                await pool1.publish(
+                    t.step("pool-1"), json.dumps({"tick": tick, "sent": 3}).encode()
+                )
+                refused = await pool2.receive(t.reply_batch("pool-2"), within=20)
+                assert [r["code"] for r in refused] == ["not_your_agent"] * 3
+                for seq in (1, 2, 3):
+                    reply = await pool1.receive(
+                        t.reply("alice"), where=lambda b, s=seq: b.get("seq") == s, within=20
+                    )
+                    assert reply["ok"] is True, reply
+        finally:
+            engine.stop_cleanly()
+    finally:
+        broker.stop()
