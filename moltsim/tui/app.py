@@ -64,8 +64,8 @@ class WatchApp(App[None]):
         self.events = events
         """A broker whose ``events`` topic makes the app read at once (besides polling)."""
         self.events_seen = 0
-        self._broker_up: bool | None = None
         """Messages received on the ``events`` topic."""
+        self._broker_up: bool | None = None
         self.poll_s = poll_s
         self.pulse: Pulse | None = None
         """The run header as last read."""
@@ -166,9 +166,6 @@ class WatchApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
-
-    async def action_quit(self) -> None:
-        self.exit()
 
     def close(self) -> None:
         """Close the run file (after the app has exited)."""
