@@ -452,8 +452,12 @@ class Runner:
         self, mqtt: Link, command: dict[str, Any], wait_s: float = 30.0
     ) -> dict[str, Any]:
         command_id = f"c{len(self._results)}-{time.monotonic_ns()}"
-        await mqtt.publish(self._topics.control, to_json({"id": command_id, **command}), qos=1)
         deadline = time.monotonic() + wait_s
+        payload = to_json({"id": command_id, **command})
+        try:  # the publish waits for the broker: bounded, the supervisor must not stall on it
+            await asyncio.wait_for(mqtt.publish(self._topics.control, payload, qos=1), wait_s)
+        except TimeoutError:
+            return {"ok": False, "error": "not sent: no broker connection"}
         while command_id not in self._results:
             if time.monotonic() > deadline:
                 return {"ok": False, "error": "no answer from the engine"}

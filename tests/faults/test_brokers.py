@@ -61,6 +61,7 @@ def test_the_runner_restarts_a_killed_embedded_broker(embedded_killed: Outages) 
     restarts = [line for line in out.splitlines() if " run WARNING the embedded broker" in line]
     assert len(restarts) == OUTAGES, out[-3000:]
     assert all("restarted on port" in line for line in restarts)
+    assert pools_never_quit(out), out[-3000:]
 
 
 def test_an_embedded_broker_restart_loses_and_doubles_nothing(embedded_killed: Outages) -> None:
@@ -107,6 +108,14 @@ def test_a_run_goes_on_through_mosquitto_restarts(mosquitto_restarted: Outages) 
     out = mosquitto_restarted.output
     assert mosquitto_restarted.returncode == 0, out[-3000:]
     assert "duration was reached" in out, out[-3000:]
+    assert pools_never_quit(out)
+
+
+def pools_never_quit(output: str) -> bool:
+    """No pool exited before the end: the engine, back on the broker, did not tell them the run
+    had stopped (it once did after every lost connection)."""
+    logged = [line for line in output.splitlines() if " run WARNING " in line]
+    return not any("pool-" in line and "exited with" in line for line in logged)
 
 
 def test_a_mosquitto_restart_loses_and_doubles_nothing(mosquitto_restarted: Outages) -> None:
