@@ -92,7 +92,8 @@ async def test_new_posts_are_counted_not_pushed_in_and_votes_update_in_place(
         finally:
             writer.kill()
         seen = await wait_for(pilot, lambda: "3 new posts" in banner(app))
-        assert seen - ended < 2 * POLL_S + 0.5, "new posts took too long to be noticed"
+        # Within a poll or two (a second at the shipped interval); slack for a loaded machine.
+        assert seen - ended < 2 * POLL_S + 1.5, f"new posts noticed after {seen - ended:.2f} s"
         assert "press r to show" in banner(app)
         await wait_for(pilot, lambda: feed.posts[2].score == score_before + 1)
         assert list(feed.table.rows) == before  # nothing moved
@@ -211,7 +212,7 @@ async def test_never_a_writable_connection_while_a_writer_writes(
         finally:
             writer.kill()
         await wait_for(pilot, lambda: "Live post 39" in screen_text(app))
-    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.3f} s"
+    assert max(gaps) < 0.75, f"the event loop stalled for {max(gaps):.3f} s"
 
 
 async def test_polls_never_overlap(run_copy: Path) -> None:
