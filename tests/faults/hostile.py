@@ -537,6 +537,8 @@ class Tally:
     sent: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     applied_checked: int = 0
+    resent: int = 0
+    """Stepped: envelopes identical to a write already held in the tick (answered once)."""
 
 
 class Attacker:
@@ -544,9 +546,18 @@ class Attacker:
     the ledger and the forum."""
 
     def __init__(
-        self, folder: RunFolder, clients: dict[str, RawClient], engine: EngineProcess
+        self,
+        folder: RunFolder,
+        clients: dict[str, RawClient],
+        engine: EngineProcess,
+        *,
+        stepped: bool = False,
     ) -> None:
         self.folder = folder
+        self.stepped = stepped
+        """Against a stepped engine: writes are held to the end of the tick, which the attacker
+        ends by reporting every pool's step done (its pool-1 connection reads ``tick``)."""
+        self.tick = -1
         self.clients = clients
         """A connection per pool account, subscribed with :meth:`subscriptions`."""
         self.engine = engine
@@ -580,19 +591,44 @@ class Attacker:
             return []
         mark = last_ledger_id(self.folder.db)
         replies: list[Any] = []
+        route = pool if pool is not None else owner_pool(agent or "")
+        if self.stepped:
+            tick = await self.clients[SENDER_POOL].receive(
+                self.topics.tick, where=lambda b: b.get("tick", -1) > self.tick, within=10.0
+            )
+            self.tick = int(tick["tick"])
+        client = self.clients[route]
         if agent is not None:
-            client = self.clients[owner_pool(agent)]
             for item in built:
                 await client.publish(self.topics.act(agent), item.raw)
-            for _ in built:
-                replies.append(await client.receive(self.topics.reply(agent), within=20.0))
         else:
-            assert pool is not None
-            client = self.clients[pool]
             payload = b"[" + b",".join(_batch_item(b.message) for b in built) + b"]"
-            await client.publish(self.topics.act_batch(pool), payload)
+            await client.publish(self.topics.act_batch(route), payload)
+        if self.stepped:
+            # A held write sent again in the same tick (same pool, agent, seq and signature) is
+            # taken for a resend: it is answered once, by the original.
+            keys: set[tuple[Any, ...]] = set()
+            answered: list[Built] = []
+            for item in built:
+                view = _json_or_none(item.raw if agent is not None else _batch_item(item.message))
+                if _held_by_stepped_engine(view):
+                    sig = view.get("sig")
+                    key = (view["agent"], view["seq"], sig if isinstance(sig, str) else None)
+                    if key in keys:
+                        continue
+                    keys.add(key)
+                answered.append(item)
+            self.tally.resent += len(built) - len(answered)
+            held, built = len(keys), answered
+            for name, account in self.clients.items():
+                report = {"tick": self.tick, "sent": held if name == route else 0}
+                await account.publish(self.topics.step(name), json.dumps(report).encode())
+        if agent is not None:
+            for _ in built:
+                replies.append(await client.receive(self.topics.reply(agent), within=30.0))
+        else:
             while len(replies) < len(built):
-                replies += await client.receive(self.topics.reply_batch(pool), within=20.0)
+                replies += await client.receive(self.topics.reply_batch(route), within=30.0)
         self._check(built, replies, mark)
         return replies
 
@@ -604,6 +640,8 @@ class Attacker:
         answered = Counter(_reply_outcome(r) for r in replies)
         recorded = Counter(row.outcome for row in rows)
         assert answered == recorded, (answered, recorded)
+        if self.stepped:
+            rows = self._in_send_order(built, rows)
         latest: dict[Any, int] = {}
         """The last accepted change of each profile and vote: earlier ones were overwritten."""
         for n, (item, row) in enumerate(zip(built, rows, strict=True)):
@@ -624,6 +662,35 @@ class Attacker:
                 self.tally.applied_checked += check_applied(self.folder.db, row, item.action_json)
         self.tally.sent += len(built)
 
+    def _in_send_order(self, built: list[Built], rows: list[Row]) -> list[Row]:
+        """A stepped engine answers queries at once and applies writes at the end of the tick,
+        sorted by agent and seq: put its ledger rows back in the order the envelopes were sent.
+        Envelopes that took a seq are matched by agent and seq, the others by outcome (the most
+        particular expectation first)."""
+        ids = self._agent_ids()
+        taken = {(r.agent_id, r.seq): r for r in rows if r.outcome not in ENVELOPE_OUTCOMES}
+        ordered: list[Row | None] = [None] * len(built)
+        for n, item in enumerate(built):
+            if item.seq is not None:
+                ordered[n] = taken.pop((ids[item.case.agent], item.seq), None)
+                assert ordered[n] is not None, f"no ledger row for {item.case} at seq {item.seq}"
+        matched = {id(r) for r in ordered if r is not None}
+        for row in (r for r in rows if id(r) not in matched):
+            candidates = [n for n, item in enumerate(built)
+                          if ordered[n] is None and row.outcome in item.expect]  # fmt: skip
+            assert candidates, f"{row.outcome} ({row.message}) was not expected of any envelope"
+            ordered[min(candidates, key=lambda n: len(built[n].expect))] = row
+        return [row for row in ordered if row is not None]
+
+    def _agent_ids(self) -> dict[str, int]:
+        if not hasattr(self, "_ids"):
+            conn = open_readonly(self.folder.db)
+            try:
+                self._ids = dict(conn.execute("SELECT handle, id FROM agents").fetchall())
+            finally:
+                conn.close()
+        return self._ids
+
     def assert_healthy(self) -> None:
         """The engine runs and logged no error and no traceback (its stderr shows warnings and
         worse); the run file is sound."""
@@ -640,6 +707,27 @@ def _overwrites(row: Row, action: dict[str, Any]) -> Any:
     if action.get("type") == "vote":
         return ("vote", row.agent_id, action.get("target"), action.get("id"))
     return ("own", row.id)
+
+
+def _json_or_none(raw: bytes) -> Any:
+    """The message as the engine's reader sees it."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _held_by_stepped_engine(message: Any) -> bool:
+    """Whether a stepped engine holds this envelope to the end of the tick (a write by its type,
+    with an agent and a seq of the right types), which a pool counts in its step report."""
+    if not isinstance(message, dict):
+        return False
+    action = message.get("action")
+    kind = action.get("type") if isinstance(action, dict) else None
+    return (
+        isinstance(kind, str) and kind not in a.QUERY_TYPES and kind != "hello"
+        and isinstance(message.get("agent"), str) and isinstance(message.get("seq"), int)
+    )  # fmt: skip
 
 
 def _batch_item(message: Any) -> bytes:
@@ -769,13 +857,17 @@ def run_file_problems(db: Path) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def attack_clients(folder: RunFolder, broker: Broker) -> AsyncIterator[dict[str, RawClient]]:
+async def attack_clients(
+    folder: RunFolder, broker: Broker, *, ticks: bool = False
+) -> AsyncIterator[dict[str, RawClient]]:
     """A connection for each pool account, subscribed to its agents' replies and its batch
-    replies."""
+    replies (and, with ``ticks``, pool-1's to the clock)."""
     accounts = folder.accounts()
+    t = accounts.topics
     clients = {
         pool: RawClient(broker.address, pool, accounts.passwords[pool],
-                        Attacker.subscriptions(accounts.topics, pool))
+                        [*Attacker.subscriptions(t, pool),
+                         *([t.tick] if ticks and pool == SENDER_POOL else [])])
         for pool in POOLS
     }  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:

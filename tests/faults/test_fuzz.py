@@ -54,6 +54,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CI_ENVELOPES = {"mosquitto": 3_000, "embedded": 1_500}
 """Envelopes per broker in the CI form (the embedded broker is the slower of the two)."""
+STEPPED_ENVELOPES = 2_000
 BATCH = 100
 CHECK_EVERY = 5
 """Batches between two checks of the whole run file."""
@@ -261,6 +262,28 @@ async def test_a_pool_cannot_crowd_out_another_pools_writes_in_stepped_time(
                         t.reply("alice"), where=lambda b, s=seq: b.get("seq") == s, within=20
                     )
                     assert reply["ok"] is True, reply
+        finally:
+            engine.stop_cleanly()
+    finally:
+        broker.stop()
+
+
+async def test_fuzzed_envelopes_against_a_stepped_engine(tmp_path: Path) -> None:
+    """The same generated envelopes against the stepped clock, whose server reads each message
+    before the gateway does to hold writes until the end of the tick."""
+    folder, seeded = await make_hostile_run(tmp_path / "run")
+    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
+    try:
+        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
+        try:
+            async with attack_clients(folder, broker, ticks=True) as clients:
+                attacker = Attacker(folder, clients, engine, stepped=True)
+                items = draw_cases(seeded, STEPPED_ENVELOPES, seed=4)
+                half = len(items) // 2
+                await campaign(attacker, items[:half], attacker.send_on_topic)
+                await campaign(attacker, items[half:], attacker.send_batch)
+                assert attacker.tally.sent + attacker.tally.resent == len(items)
+                assert attacker.tally.outcomes["ok"] > 0.1 * len(items), attacker.tally
         finally:
             engine.stop_cleanly()
     finally:
