@@ -10,12 +10,14 @@ another pool's account).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
+from bench import hostile as hostile_bench
 from moltsim.runfolder import RunFolder
 from tests.faults.hostile import (
     FORGERY_OUTCOMES,
@@ -94,3 +96,12 @@ async def test_a_forgery_campaign_is_refused_code_by_code(attacker: Attacker) ->
             FORGERY_OUTCOMES.values()).items()}
     )  # fmt: skip
     attacker.assert_healthy()
+
+
+async def test_the_hostile_benchmark_runs_in_small() -> None:
+    figures = await asyncio.to_thread(hostile_bench.run, fuzz=200, forgeries=100)
+    assert figures["fuzz_envelopes_total"] == 200
+    assert figures["fuzz_engine_crashes"] == 0
+    assert figures["forgery_envelopes_total"] == 100
+    assert figures["forgery_accepted"] == 0
+    assert figures["fuzz_envelopes_per_s"] > 0 and figures["forgery_envelopes_per_s"] > 0
