@@ -224,6 +224,10 @@ async def _stepped_attack(folder: RunFolder, broker: Broker, engine: EngineProce
     assert run_file_problems(folder.db) == []
 
 
+def _seq_is(seq: int) -> Callable[[Any], bool]:
+    return lambda body: isinstance(body, dict) and body.get("seq") == seq
+
+
 async def test_a_pool_cannot_crowd_out_another_pools_writes_in_stepped_time(
     tmp_path: Path,
 ) -> None:
@@ -258,9 +262,7 @@ async def test_a_pool_cannot_crowd_out_another_pools_writes_in_stepped_time(
                 refused = await pool2.receive(t.reply_batch("pool-2"), within=20)
                 assert [r["code"] for r in refused] == ["not_your_agent"] * 3
                 for seq in (1, 2, 3):
-                    reply = await pool1.receive(
-                        t.reply("alice"), where=lambda b, s=seq: b.get("seq") == s, within=20
-                    )
+                    reply = await pool1.receive(t.reply("alice"), where=_seq_is(seq), within=20)
                     assert reply["ok"] is True, reply
         finally:
             engine.stop_cleanly()
