@@ -438,6 +438,19 @@ def submolt_id(conn: sqlite3.Connection, name: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def comment_scores(
+    conn: sqlite3.Connection, post_id: int, up_to_id: int
+) -> dict[int, tuple[int, int, int]]:
+    """(score, ups, downs) of a post's comments with ids up to ``up_to_id``."""
+    return {
+        row[0]: (row[1], row[2], row[3])
+        for row in conn.execute(
+            "SELECT id, score, ups, downs FROM comments WHERE post_id = ? AND id <= ?",
+            (post_id, up_to_id),
+        )
+    }
+
+
 def sim_now(conn: sqlite3.Connection) -> float | None:
     """The run's sim clock as the ledger shows it: the time of its latest entry."""
     row = conn.execute("SELECT sim_time FROM actions ORDER BY id DESC LIMIT 1").fetchone()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Static, Tree
 
 from moltsim.tui.app import POLL_S, WatchApp
 from moltsim.tui.screens.events import EventsScreen
@@ -133,12 +133,19 @@ async def test_thread_and_event_log_follow_the_run(app: WatchApp, run_copy: Path
         thread = app.screen
         assert isinstance(thread, ThreadScreen) and thread.thread is not None
         assert thread.thread.total_comments == 5
-        writer = Writer(run_copy, "--posts", "2", "--interval", "0.05", "--comment-on", "1")
+        tree = thread.query_one("#comments", Tree)
+        great = next(n for n in tree.root.children if n.data and n.data.id == 5)
+        assert great.data is not None and great.data.score == 0
+        args = ("--posts", "2", "--interval", "0.05", "--comment-on", "1", "--upvote-comment", "5")
+        writer = Writer(run_copy, *args)
         try:
             await writer.finish()
         finally:
             writer.kill()
         await wait_for(pilot, lambda: "2 new comments" in banner(app))
+        await wait_for(pilot, lambda: great.data is not None and great.data.score == 1)
+        assert str(great.label).startswith("+1 @dave")  # in place: the tree was not rebuilt
+        assert tree.root.children[1] is great
         await pilot.press("r")
         await settle(pilot, app)
         assert thread.thread.total_comments == 7

@@ -1,7 +1,7 @@
 """A writer that keeps a run going for the watcher's live tests: every ``--interval`` wall
 seconds one post (titled ``PREFIX N``) and a vote on it, through the real engine; with
-``--comment-on POST`` also a comment on that post; with ``--upvote POST`` frank first votes
-that post up.
+``--comment-on POST`` also a comment on that post; with ``--upvote POST`` (or
+``--upvote-comment COMMENT``) frank first votes that post (or comment) up.
 
 ``python -m tests.tui.writer RUN_DB --posts N --interval S``; it prints ``ready`` once the
 engine is open and ``posted N`` after each commit.
@@ -26,6 +26,7 @@ async def write(
     prefix: str,
     comment_on: int | None = None,
     upvote: int | None = None,
+    upvote_comment: int | None = None,
 ) -> None:
     engine = await Engine.open(path, RULES)
     try:
@@ -35,6 +36,9 @@ async def write(
         print("ready", flush=True)
         if upvote is not None:
             vote = a.Vote(target="post", id=upvote, value=1)
+            assert (await engine.submit(handles["frank"], vote, now)).ok
+        if upvote_comment is not None:
+            vote = a.Vote(target="comment", id=upvote_comment, value=1)
             assert (await engine.submit(handles["frank"], vote, now)).ok
         for i in range(posts):
             now += 60
@@ -60,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="Live post")
     parser.add_argument("--comment-on", type=int)
     parser.add_argument("--upvote", type=int)
+    parser.add_argument("--upvote-comment", type=int)
     args = parser.parse_args(argv)
     asyncio.run(
-        write(args.run_db, args.posts, args.interval, args.prefix, args.comment_on, args.upvote)
-    )
+        write(args.run_db, args.posts, args.interval, args.prefix, args.comment_on, args.upvote,
+              args.upvote_comment)
+    )  # fmt: skip
     return 0
 
 

@@ -19,11 +19,19 @@ from moltsim.store import queries
 from moltsim.tui.format import age, one_line
 from moltsim.tui.messages import OpenFeed, OpenProfile
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import Pulse, new_since, sim_now
+from moltsim.tui.source import Pulse, comment_scores, new_since, sim_now
 
 COMMENT_ORDERS: tuple[CommentSort, ...] = ("best", "top", "new", "controversial")
 MAX_COMMENTS = 500
 LABEL_WIDTH = 96
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadNews:
+    new_comments: int
+    scores: dict[int, tuple[int, int, int]]
+    """Comment id to (score, ups, downs), for the comments on screen."""
+    post: PostView | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,8 @@ class ThreadScreen(LiveScreen):
         self.max_comment_id = 0
         self.new_comments = 0
         self.now: float | None = None
+        self._comment_nodes: dict[int, TreeNode[CommentView | None]] = {}
+        self._seen_action_id = 0
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -102,8 +112,10 @@ class ThreadScreen(LiveScreen):
         body = view.post.body + (f"\n{view.post.url}" if view.post.url else "")
         self.query_one("#post-body", Static).update(Text(body))
         tree = self.comment_tree
+        self._seen_action_id = self.watch_app.pulse.max_action_id if self.watch_app.pulse else 0
         with self.app.batch_update():
             tree.clear()
+            self._comment_nodes.clear()
             tree.root.set_label(f"{view.total_comments} comments")
             for comment in view.comments:
                 self._add(tree.root, comment)
@@ -146,6 +158,7 @@ class ThreadScreen(LiveScreen):
 
     def _add(self, parent: TreeNode[CommentView | None], comment: CommentView) -> None:
         node = parent.add(self._label(comment), data=comment, allow_expand=bool(comment.replies))
+        self._comment_nodes[comment.id] = node
         for reply in comment.replies:
             self._add(node, reply)
 
@@ -159,18 +172,37 @@ class ThreadScreen(LiveScreen):
             banner.display = False
 
     def pulse_arrived(self, pulse: Pulse) -> None:
-        if self.thread is None or pulse.max_comment_id <= self.max_comment_id:
+        """New comments are counted; votes change the scores where they are."""
+        if self.thread is None or pulse.max_action_id <= self._seen_action_id:
             return
+        self._seen_action_id = pulse.max_action_id
         post_id, after = self.post_id, self.max_comment_id
 
-        def read(conn: sqlite3.Connection) -> int:
-            return new_since(conn, "comments", after, post_id=post_id)
+        def read(conn: sqlite3.Connection) -> ThreadNews:
+            return ThreadNews(
+                new_comments=new_since(conn, "comments", after, post_id=post_id),
+                scores=comment_scores(conn, post_id, after),
+                post=queries.post(conn, post_id),
+            )
 
         self.fetcher.fetch("news", read, self._news)
 
-    def _news(self, new_comments: int) -> None:
-        self.new_comments = new_comments
+    def _news(self, news: ThreadNews) -> None:
+        self.new_comments = news.new_comments
         self._banner()
+        with self.app.batch_update():
+            for comment_id, (score, ups, downs) in news.scores.items():
+                node = self._comment_nodes.get(comment_id)
+                if node is None or node.data is None:
+                    continue
+                old = node.data
+                if (old.score, old.ups, old.downs) == (score, ups, downs):
+                    continue
+                node.data = old.model_copy(update={"score": score, "ups": ups, "downs": downs})
+                node.set_label(self._label(node.data))
+            if self.thread is not None and news.post is not None:
+                self.thread = self.thread.model_copy(update={"post": news.post})
+                self.query_one("#post-head", Static).update(self._head(self.thread))
 
     # --- actions --------------------------------------------------------------------------
 
