@@ -27,7 +27,9 @@ from typing import Any
 
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import VerifyKey
+from pydantic import ValidationError
 
+from moltsim.domain.actions import ACTION_ADAPTER
 from moltsim.export import manifest as manifests
 from moltsim.export.readback import Export
 from moltsim.export.records import REDACTED, Record
@@ -155,7 +157,7 @@ class _Checker:
 
     def _index(self, row: Record) -> None:
         """Remember what an accepted action created, to compare with the entity records."""
-        action, result = _json(row["payload"]), _json(row.get("result")) or {}
+        action, result = _applied(_json(row["payload"])), _json(row.get("result")) or {}
         if not isinstance(action, dict) or not isinstance(result, dict):
             return
         agent, kind, at = _lower(row["agent"]), row["type"], row["created_at"]
@@ -253,6 +255,15 @@ class _Checker:
             self.fail(f"follow {r['id']}: no accepted signed follow made it")
             return False
         return True
+
+
+def _applied(action: Any) -> Any:
+    """The action as the engine applied it: the action models trim titles and bodies, so a post
+    signed with the title " hi " is titled "hi"."""
+    try:
+        return ACTION_ADAPTER.validate_python(action).model_dump()
+    except ValidationError:
+        return action
 
 
 def verify_export(folder: str | Path) -> Verification:

@@ -34,7 +34,9 @@ from tests.faults.hostile import (
     hostile_action,
     make_hostile_run,
     run_file_problems,
+    sound_action,
 )
+from tests.scenario.conftest import cli
 from tests.wire.conftest import (
     BROKERS,
     Broker,
@@ -290,3 +292,23 @@ async def test_fuzzed_envelopes_against_a_stepped_engine(tmp_path: Path) -> None
             engine.stop_cleanly()
     finally:
         broker.stop()
+
+
+async def test_a_fuzzed_run_exports_and_verifies(
+    attacker: Attacker, hostile_run: tuple[RunFolder, Seeded], tmp_path: Path
+) -> None:
+    """Hostile text survives export, and ``moltsim verify`` matches every record to the signed
+    action that made it. Regression: verify compared records with the raw signed text, but the
+    action models trim titles and bodies, so a post signed as " hi " failed as "hi"."""
+    folder, seeded = hostile_run
+    sound = draw(sound_action(seeded), 200, seed=6)
+    padded = [{**a, **{k: f" \t{v}\n " for k, v in a.items() if k in ("title", "body")}}
+              for a in sound]  # fmt: skip
+    cases = [Case("signed", "bob", action, must_apply=True) for action in padded]
+    await attacker.send_batch(cases)
+    out = tmp_path / "export"
+    exported = await asyncio.to_thread(cli, "export", folder.path, "--out", out)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    verified = await asyncio.to_thread(cli, "verify", out)
+    assert verified.returncode == 0, verified.stdout[-3_000:] + verified.stderr
+    assert "every signature and record checks out" in verified.stdout
