@@ -23,12 +23,15 @@ SORTS: tuple[FeedSort, ...] = ("hot", "new", "top", "rising")
 PAGE = 100
 """Posts read per page; the next page is read when the cursor nears the end."""
 TITLE_WIDTH = 60
+MAX_RELOAD = 1_000
+"""At most this many posts are read again when the user asks for the new ones."""
 
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
     posts: list[PostView]
     offset: int
+    limit: int
     max_post_id: int
     submolt: SubmoltView | None
     submolt_id: int | None
@@ -69,6 +72,7 @@ class FeedScreen(LiveScreen):
         self._now: float | None = None
         self._keep_cursor_on: int | None = None
         self._stay_on_top = False
+        self._seen_action_id = -1
 
     def compose(self) -> ComposeResult:
         yield self.header()
@@ -108,18 +112,18 @@ class FeedScreen(LiveScreen):
 
     # --- loading --------------------------------------------------------------------------
 
-    def load(self, offset: int = 0) -> None:
+    def load(self, offset: int = 0, limit: int = PAGE) -> None:
         sort, name = self.sort, self.submolt
 
         def read(conn: sqlite3.Connection) -> FeedPage:
             now = sim_now(conn)
             sub = None if name is None else queries.submolt(conn, name)
             posts = queries.feed(
-                conn, sort=sort, submolt=name, limit=PAGE, offset=offset, now=now or 0.0
+                conn, sort=sort, submolt=name, limit=limit, offset=offset, now=now or 0.0
             )
             (max_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM posts").fetchone()
             sub_id = None if name is None else submolt_id(conn, name)
-            return FeedPage(posts, offset, max_id, sub, sub_id, now)
+            return FeedPage(posts, offset, limit, max_id, sub, sub_id, now)
 
         self.fetcher.fetch("feed", read, self._show)
 
@@ -146,7 +150,7 @@ class FeedScreen(LiveScreen):
                     continue
                 self.posts[post.id] = post
                 table.add_row(*self._cells(post), key=str(post.id))
-        self.exhausted = len(page.posts) < PAGE
+        self.exhausted = len(page.posts) < page.limit
         self.loaded_once = True
         if keep is not None and str(keep) in table.rows:
             table.move_cursor(row=table.get_row_index(str(keep)))
@@ -194,8 +198,9 @@ class FeedScreen(LiveScreen):
     # --- following the run ----------------------------------------------------------------
 
     def pulse_arrived(self, pulse: Pulse) -> None:
-        if not self.loaded_once:
+        if not self.loaded_once or pulse.max_action_id == self._seen_action_id:
             return
+        self._seen_action_id = pulse.max_action_id
         after, sub_id = self.max_post_id, self._submolt_id
         ids = self._visible_ids()
 
@@ -295,5 +300,7 @@ class FeedScreen(LiveScreen):
             self.post_message(OpenFeed(post.submolt))
 
     def action_show_new(self) -> None:
+        """Read the feed again, as far down as the user had read (so the cursor's post is
+        still there), keeping the cursor on that post."""
         self._keep_cursor_on = self._highlighted_id()
-        self.load()
+        self.load(limit=min(max(PAGE, len(self.posts)), MAX_RELOAD))
