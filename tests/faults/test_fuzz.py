@@ -58,8 +58,8 @@ CI_ENVELOPES = {"mosquitto": 3_000, "embedded": 1_500}
 """Envelopes per broker in the CI form (the embedded broker is the slower of the two)."""
 STEPPED_ENVELOPES = 2_000
 BATCH = 100
-CHECK_EVERY = 5
-"""Batches between two checks of the whole run file."""
+CHECK_EVERY = 1
+"""Batches between two checks of the whole run file (integrity and forum invariants)."""
 
 
 @pytest.fixture(scope="module")
