@@ -1,7 +1,8 @@
 """Broken input files around a real run: a pool manifest garbled mid-run (its pool is then
-killed, so it must read it again), then a key file, a persona file and the scenario garbled
-before ``--resume``. Each stops the run with an error that names the file; once the file is
-mended, ``--resume`` finishes the run with nothing lost or doubled."""
+killed, so it must read it again), then a key file, a persona file, the scenario and the run
+folder's copy of it (read when the original is gone) garbled before ``--resume``. Each stops
+the run with an error that names the file; once the file is mended, ``--resume`` finishes the
+run with nothing lost or doubled."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class Mended:
     key: Attempt
     persona: Attempt
     scenario: Attempt
+    scenario_copy: Attempt
     last_before: dict[str, float | None]
     finished: Attempt
 
@@ -109,9 +111,26 @@ def mended(tmp_path_factory: pytest.TempPathFactory) -> Mended:
             after_scenario = resume("scenario", scenario)
         last_before["scenario"] = ledger_time(run_dir)
 
+        copy = run_dir / "scenario.toml"
+        moved = scenario.rename(base / "elsewhere.toml")
+        try:
+            with garbled(copy, b"[[agents]]\ncount = -1\n"):
+                after_copy = resume("copy", copy)
+        finally:
+            moved.rename(scenario)
+        last_before["scenario_copy"] = ledger_time(run_dir)
+
         finished = resume("finished", scenario)
     return Mended(
-        run_dir, journal, first, after_key, after_persona, after_scenario, last_before, finished
+        run_dir,
+        journal,
+        first,
+        after_key,
+        after_persona,
+        after_scenario,
+        after_copy,
+        last_before,
+        finished,
     )
 
 
@@ -135,7 +154,7 @@ def test_a_garbled_key_file_stops_a_resume_naming_it(mended: Mended) -> None:
     assert "isnotamoltsimcredentialfile" in squash(mended.key.output)
 
 
-@pytest.mark.parametrize("which", ["persona", "scenario"])
+@pytest.mark.parametrize("which", ["persona", "scenario", "scenario_copy"])
 def test_a_garbled_scenario_or_persona_refuses_a_resume_naming_it(
     mended: Mended, which: str
 ) -> None:
@@ -148,7 +167,7 @@ def test_nothing_moves_while_an_input_is_broken(mended: Mended) -> None:
     """A refused resume writes nothing; the one stopped by the key file may only go on for the
     pool whose keys are intact, never past the run's end."""
     last = mended.last_before
-    assert last["persona"] == last["scenario"] == last["key"]
+    assert last["persona"] == last["scenario"] == last["scenario_copy"] == last["key"]
 
 
 def test_a_mended_run_resumes_to_its_end(mended: Mended) -> None:
