@@ -277,6 +277,7 @@ class Runner:
                 children += pool_children.values()
                 await self._wait_for_engine(engine)
                 await self._record_running(mqtt)
+                self.console.print(f"watch it live: moltsim watch {folder.path}")
                 last_done = self._sim_now or clock.start
                 events = [e for e in events if clock.start + e.at >= last_done]
                 with self._progress() as progress:
@@ -565,8 +566,12 @@ class Runner:
         )
         c.print(f"  run folder: {folder.path}")
         c.print("  next:")
+        c.print(f"    moltsim watch {folder.path}")
+        c.print(f"    moltsim export {folder.path} --out {folder.path / 'export'}")
+        c.print(f"    moltsim report {folder.path} --out {folder.path / 'report.html'}")
         c.print(f"    moltsim stats {folder.path}")
-        c.print(f"    moltsim run {self.scenario_path} --run-dir {folder.path} --resume")
+        if self.end_state != "finished":
+            c.print(f"    moltsim run {self.scenario_path} --run-dir {folder.path} --resume")
 
 
 def run_scenario(**kwargs: Any) -> int:

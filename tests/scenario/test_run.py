@@ -63,8 +63,9 @@ def test_smoke_run_finishes_and_says_where_the_run_is(smoke: dict[str, Finished]
     out = squash(run.output)
     assert "duration was reached" in run.output
     assert squash(f"run folder: {run.run_dir}") in out
-    assert squash(f"moltsim stats {run.run_dir}") in out
-    assert squash(f"--run-dir {run.run_dir} --resume") in out
+    for command in ("watch", "export", "report", "stats"):
+        assert squash(f"moltsim {command} {run.run_dir}") in out
+    assert "--resume" not in out, "a finished run has nothing to resume"
     assert "Traceback" not in run.output
 
 
