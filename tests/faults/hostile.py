@@ -142,6 +142,14 @@ def text_near(limit: int) -> st.SearchStrategy[str]:
     return st.builds(build, st.sampled_from(REPEATED_UNITS), st.sampled_from([-1, 0, 1]))
 
 
+def nested(depth: int) -> Any:
+    """A value ``depth`` levels deep (objects and arrays in turn)."""
+    value: Any = []
+    for level in range(depth):
+        value = [value] if level % 2 else {"x": value}
+    return value
+
+
 @cache
 def junk(max_leaves: int = 8) -> st.SearchStrategy[Any]:
     """Any JSON-ish value, including what JSON cannot say (NaN, infinities, lone surrogates,
@@ -155,6 +163,7 @@ def junk(max_leaves: int = 8) -> st.SearchStrategy[Any]:
         st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324, 1.0]),
         hostile_text(),
         st.sampled_from(["\ud800", "a\udfffb"]),
+        st.sampled_from([40, 120]).map(nested),  # deeper is refused whole on an agent topic
     )
     return st.recursive(
         scalars,
@@ -163,13 +172,6 @@ def junk(max_leaves: int = 8) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
-
-
-def nested(depth: int) -> Any:
-    value: Any = []
-    for level in range(depth):
-        value = [value] if level % 2 else {"x": value}
-    return value
 
 
 @cache
@@ -392,6 +394,9 @@ def envelope_fields(seeded: Seeded) -> st.SearchStrategy[tuple[str, Any]]:
         st.tuples(st.just("agent"), handles()),
         st.tuples(st.just("seq"), ids(seeded)),
         st.tuples(st.just("sig"), st.sampled_from(ODD_SIGNATURES)),
+        st.tuples(
+            st.sampled_from(["action", "agent", "seq"]), st.sampled_from([300, 600]).map(nested)
+        ),
     )
 
 
