@@ -40,6 +40,8 @@ class AgentSpec(BaseModel):
     persona: Persona
     brain: Literal["offline", "openai"] = "offline"
     seed: int = 0
+    heartbeat_s: Annotated[float, Field(gt=0)] | None = None
+    """Its own heartbeat (agents of several scenario groups share a pool); else the pool's."""
 
 
 class PoolManifest(BaseModel):
@@ -227,7 +229,7 @@ async def run_pool(
         agent = client.add(folder.credentials(spec.handle))
         runtimes.append(
             AgentRuntime(agent, spec.persona, brains(spec), seed=spec.seed,
-                         heartbeat_s=manifest.heartbeat_s)
+                         heartbeat_s=spec.heartbeat_s or manifest.heartbeat_s)
         )  # fmt: skip
     host = Pool(client, runtimes, concurrency)
     async with client:

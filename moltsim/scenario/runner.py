@@ -159,7 +159,7 @@ class Runner:
         for plan in pools:
             specs = [
                 AgentSpec(handle=a.handle, persona=a.persona, brain=a.brain,
-                          seed=scenario.seed)
+                          seed=scenario.seed, heartbeat_s=a.heartbeat_s)
                 for a in plan.agents
             ]  # fmt: skip
             heartbeat = plan.agents[0].heartbeat_s

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from moltsim.agent.brains.llm import FENCE
+from moltsim.agent.pool import PoolManifest
 from moltsim.runfolder import RunFolder
 from moltsim.store.reader import open_readonly
 from tests.agent.conftest import FakeLlmServer, Reply, Seen, answer
@@ -106,8 +107,9 @@ def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[CompromisedModel]:
 
 
 def scenario(model: CompromisedModel, marked: dict[str, str]) -> str:
-    """Two LLM agents and the attacker; one injection every 15 sim-minutes (a heartbeat shows
-    only the few newest posts that fit its prompt)."""
+    """The attacker (it barely wakes: its posts are the scenario's) and two LLM agents, all in
+    one pool; one injection every 15 sim-minutes (a heartbeat shows only the few newest posts
+    that fit its prompt)."""
     events = "\n".join(
         f"""
 [[events]]
@@ -133,12 +135,12 @@ duration = "4h"
 name = "general"
 
 [[agents]]
-personas = [{llm}]
-brain = "openai"
-heartbeat = "15m"
+personas = [{json.dumps(str(persona_path(ATTACKER)))}]
+heartbeat = "100h"
 
 [[agents]]
-personas = [{json.dumps(str(persona_path(ATTACKER)))}]
+personas = [{llm}]
+brain = "openai"
 heartbeat = "15m"
 
 [llm]
@@ -204,6 +206,13 @@ def test_injected_agents_leak_no_key_material(tmp_path: Path, model: Compromised
         assert run.wait(timeout=120) == 0, run.text[-3_000:]
 
     folder = RunFolder.locate(run_dir)
+    # Regression: every agent of a pool took the heartbeat of the pool's first agent (here the
+    # attacker's 100 h), so the LLM agents of a later group never woke.
+    (manifest,) = [PoolManifest.load(folder, pool) for pool in folder.accounts().pools]
+    assert {spec.handle: spec.heartbeat_s for spec in manifest.agents} == {
+        ATTACKER: 100 * 3_600.0,
+        **dict.fromkeys(LLM_AGENTS, 15 * 60.0),
+    }
     forms = key_material(folder, os.environ[KEY_ENV])
     assert len(forms) > 10
     requests = [seen for seen in model.requests if seen.path == "/v1/chat/completions"]
