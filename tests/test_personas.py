@@ -262,8 +262,14 @@ def test_skill_examples_are_valid_actions() -> None:
 
 def test_skill_covers_limits_policy_and_security() -> None:
     text = _skill_text()
-    for needle in ("retry_after", "proactive", "security", "untrusted", "impersonation",
-                   "Never reveal keys"):
+    for needle in (
+        "retry_after",
+        "proactive",
+        "security",
+        "untrusted",
+        "impersonation",
+        "Never reveal keys",
+    ):
         assert needle in text
     # The skill opens every LLM prompt: the whole prompt's goal is 1,500 tokens.
     assert len(text) // 4 <= 900, "the skill becomes a system prompt: keep it short"
