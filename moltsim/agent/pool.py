@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import openai
 
 log = logging.getLogger("moltsim.pool")
+POOL_CONNECT_TIMEOUT_S = 60.0
+"""How long a starting pool waits for its broker (one that is restarting comes back)."""
 
 
 class AgentSpec(BaseModel):
@@ -217,6 +219,7 @@ async def run_pool(
         accounts.passwords[pool],
         accounts.topics,
         batch=len(specs) > 1,
+        connect_timeout=POOL_CONNECT_TIMEOUT_S,
         identifier=f"moltsim-{accounts.sim}-{pool}"
         + ("" if only is None else "-" + "-".join(sorted(only))),
     )

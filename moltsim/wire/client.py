@@ -171,10 +171,14 @@ class PoolClient:
         retries: int = 5,
         identifier: str | None = None,
         batch: bool = False,
+        connect_timeout: float | None = None,
     ) -> None:
         """With ``batch``, envelopes that are ready together go out as one message on the
         pool's ``act-batch`` topic, and replies come back batched too: far fewer MQTT messages
-        when a pool hosts many busy agents."""
+        when a pool hosts many busy agents. ``connect_timeout`` bounds the wait for the first
+        connection (default: ``timeout``); a pool that starts while its broker restarts
+        should wait it out rather than exit."""
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self.address = address
         self.account = account
         self.password = password
@@ -222,7 +226,7 @@ class PoolClient:
         self._acks = self._open_ack_journal()
         self._runner = asyncio.create_task(self._run(), name=f"moltsim-pool-{self.account}")
         try:
-            await asyncio.wait_for(self.connected.wait(), self.timeout)
+            await asyncio.wait_for(self.connected.wait(), self.connect_timeout)
         except TimeoutError as exc:
             await self.close()
             raise RequestTimeout(f"could not connect to {self.address.url}") from exc

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import inspect
 import json
 import subprocess
 import sys
@@ -15,16 +16,19 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from moltsim.agent.pool import POOL_CONNECT_TIMEOUT_S
 from moltsim.cli import main
 from moltsim.runfolder import RunFolder
 from moltsim.store.reader import open_readonly
 from moltsim.wire.accounts import Accounts
+from moltsim.wire.client import PoolClient
 from moltsim.wire.connection import BrokerAddress, BrokerAddressError
-from moltsim.wire.embedded import free_port
+from moltsim.wire.embedded import EmbeddedBroker, free_port
 
 from .conftest import (
     POOLS,
     Broker,
+    EngineProcess,
     RawClient,
     make_run,
     raw_client,
@@ -233,3 +237,35 @@ async def test_a_refused_register_leaves_no_half_registered_agent(config_run: Pa
     assert_refused_cleanly(result, "Alice")
     where = registered(config_run)
     assert where["keys"] == where["run file"] == where["accounts"], where
+
+
+async def test_a_pool_started_while_its_broker_is_away_waits_for_it(tmp_path: Path) -> None:
+    """A pool that starts during a broker restart connects when the broker is back, even after
+    several request timeouts, instead of exiting (its runner would restart it, noisily)."""
+    folder = await make_run(tmp_path / "run")
+    port = free_port()
+    accounts = folder.accounts()
+    client = PoolClient(
+        BrokerAddress("127.0.0.1", port), "pool-1", accounts.passwords["pool-1"],
+        accounts.topics, timeout=1.0, retries=1, connect_timeout=30.0,
+    )  # fmt: skip
+    for handle in accounts.pools["pool-1"]:
+        client.add(folder.credentials(handle))
+    entering = asyncio.create_task(client.__aenter__())
+    await asyncio.sleep(3.0)  # three request timeouts without a broker
+    assert not entering.done()
+    embedded = await asyncio.to_thread(EmbeddedBroker.start, folder.broker, port)
+    engine = EngineProcess(folder, Broker("embedded", "127.0.0.1", port, embedded.stop, tmp_path))
+    try:
+        await engine.astart()
+        assert await asyncio.wait_for(entering, 30.0) is client
+        assert client.connected.is_set()
+        await client.close()
+    finally:
+        engine.stop()
+        embedded.stop()
+
+
+def test_a_pool_waits_longer_for_its_first_connection_than_for_a_reply() -> None:
+    request_timeout = inspect.signature(PoolClient).parameters["timeout"].default
+    assert 6 * request_timeout <= POOL_CONNECT_TIMEOUT_S
