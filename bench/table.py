@@ -16,6 +16,7 @@ GOALS: dict[str, str] = {
     "offline_10k_agents_24h_wall_s": "<= 300",
     "export_jsonl_records_per_s": ">= 200,000 at 1M records",
     "resume_after_kill_s": "< 5",
+    "tui_first_screen_1m_posts_ms": "< 1,000",
     "fuzz_envelopes_total": ">= 100,000",
     "fuzz_engine_crashes": "0",
     "forgery_envelopes_total": ">= 10,000",
