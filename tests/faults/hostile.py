@@ -11,6 +11,7 @@ JSON the engine will read; the oracle for an envelope is how the recipe broke it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -18,8 +19,6 @@ import math
 import random
 import re
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import typing
 from collections import Counter
@@ -46,7 +45,7 @@ from moltsim.store.reader import open_readonly
 from moltsim.wire.gateway import ENVELOPE_FAILURES
 from moltsim.wire.topics import Topics
 from tests.scenario.conftest import problems
-from tests.wire.conftest import T0, Broker, EngineProcess, RawClient
+from tests.wire.conftest import T0, Broker, EngineProcess, RawClient, start_mosquitto
 
 # --- the run under attack -------------------------------------------------------------------
 
@@ -881,6 +880,18 @@ async def attack_clients(
         yield clients
 
 
+@contextlib.asynccontextmanager
+async def attacking(folder: RunFolder, broker: Broker) -> AsyncIterator[Attacker]:
+    """A real-time engine on ``folder`` and ``broker``, attacked from every pool account; the
+    engine stops cleanly when the block ends."""
+    engine = await EngineProcess(folder, broker).astart()
+    try:
+        async with attack_clients(folder, broker) as clients:
+            yield Attacker(folder, clients, engine)
+    finally:
+        engine.stop_cleanly()
+
+
 # --- forgery campaigns ----------------------------------------------------------------------
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
@@ -1102,17 +1113,25 @@ class SteppedEngineProcess(EngineProcess):
         super().__init__(folder, broker)
         self.tick_s = tick_s
 
-    def start(self, timeout: float = 30.0) -> SteppedEngineProcess:
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.starts += 1
-        self.log_path = self.folder.logs / f"engine-stepped-{self.starts}.log"
-        command = [sys.executable, "-m", "moltsim.cli", "engine", "--db", str(self.folder.path),
-                   "--broker", self.broker.url, "--tick", str(self.tick_s)]  # fmt: skip
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+    @property
+    def log_label(self) -> str:
+        return "stepped"
+
+    def clock_options(self) -> list[str]:
+        return ["--tick", str(self.tick_s)]
+
+
+@contextlib.asynccontextmanager
+async def stepped_engine(folder: RunFolder, workdir: Path) -> AsyncIterator[SteppedEngineProcess]:
+    """A stepped engine on ``folder`` behind a Mosquitto of its own (files in ``workdir``);
+    both stop when the block ends."""
+    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), workdir)
+    try:
+        engine = SteppedEngineProcess(folder, broker)
+        await engine.astart()
         try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
-        return self
+            yield engine
+        finally:
+            engine.stop_cleanly()
+    finally:
+        broker.stop()

@@ -24,7 +24,7 @@ from tests.faults.hostile import (
     Attacker,
     Forger,
     Seeded,
-    attack_clients,
+    attacking,
     forgery_campaign,
     genuine_history,
     make_hostile_run,
@@ -32,11 +32,9 @@ from tests.faults.hostile import (
 from tests.wire.conftest import (
     BROKERS,
     Broker,
-    EngineProcess,
     forum_counts,
     run_async,
-    start_embedded,
-    start_mosquitto,
+    start_broker,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -56,11 +54,7 @@ def forgery_broker(
     forgery_run: tuple[RunFolder, Seeded],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Broker]:
-    folder, _ = forgery_run
-    if request.param == "embedded":
-        broker = start_embedded(folder)
-    else:
-        broker = start_mosquitto(folder.accounts(), tmp_path_factory.mktemp("mosq"))
+    broker = start_broker(request.param, forgery_run[0], tmp_path_factory.mktemp("mosq"))
     yield broker
     broker.stop()
 
@@ -69,13 +63,8 @@ def forgery_broker(
 async def attacker(
     forgery_run: tuple[RunFolder, Seeded], forgery_broker: Broker
 ) -> AsyncIterator[Attacker]:
-    folder, _ = forgery_run
-    engine = await EngineProcess(folder, forgery_broker).astart()
-    try:
-        async with attack_clients(folder, forgery_broker) as clients:
-            yield Attacker(folder, clients, engine)
-    finally:
-        engine.stop_cleanly()
+    async with attacking(forgery_run[0], forgery_broker) as attacker:
+        yield attacker
 
 
 async def test_a_forgery_campaign_is_refused_code_by_code(attacker: Attacker) -> None:

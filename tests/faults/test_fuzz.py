@@ -27,14 +27,15 @@ from tests.faults.hostile import (
     Attacker,
     Case,
     Seeded,
-    SteppedEngineProcess,
     attack_clients,
+    attacking,
     draw,
     draw_cases,
     hostile_action,
     make_hostile_run,
     run_file_problems,
     sound_action,
+    stepped_engine,
 )
 from tests.scenario.conftest import cli
 from tests.wire.conftest import (
@@ -48,8 +49,7 @@ from tests.wire.conftest import (
     ledger_since,
     post_action,
     run_async,
-    start_embedded,
-    start_mosquitto,
+    start_broker,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -73,11 +73,7 @@ def fuzz_broker(
     hostile_run: tuple[RunFolder, Seeded],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Broker]:
-    folder, _ = hostile_run
-    if request.param == "embedded":
-        broker = start_embedded(folder)
-    else:
-        broker = start_mosquitto(folder.accounts(), tmp_path_factory.mktemp("mosq"))
+    broker = start_broker(request.param, hostile_run[0], tmp_path_factory.mktemp("mosq"))
     yield broker
     broker.stop()
 
@@ -86,13 +82,8 @@ def fuzz_broker(
 async def attacker(
     hostile_run: tuple[RunFolder, Seeded], fuzz_broker: Broker
 ) -> AsyncIterator[Attacker]:
-    folder, _ = hostile_run
-    engine = await EngineProcess(folder, fuzz_broker).astart()
-    try:
-        async with attack_clients(folder, fuzz_broker) as clients:
-            yield Attacker(folder, clients, engine)
-    finally:
-        engine.stop_cleanly()
+    async with attacking(hostile_run[0], fuzz_broker) as attacker:
+        yield attacker
 
 
 async def campaign(
@@ -183,15 +174,8 @@ async def test_a_stepped_engine_survives_hostile_writes_and_step_reports(tmp_pat
     """Regression: in stepped mode one envelope whose agent was a JSON array, or one step report
     whose ``sent`` was not a number, stopped the engine (an exception in its broker reader)."""
     folder, _ = await make_hostile_run(tmp_path / "run")
-    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
-    try:
-        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
-        try:
-            await _stepped_attack(folder, broker, engine)
-        finally:
-            engine.stop_cleanly()
-    finally:
-        broker.stop()
+    async with stepped_engine(folder, tmp_path / "mosq") as engine:
+        await _stepped_attack(folder, engine.broker, engine)
 
 
 async def _stepped_attack(folder: RunFolder, broker: Broker, engine: EngineProcess) -> None:
@@ -237,61 +221,45 @@ async def test_a_pool_cannot_crowd_out_another_pools_writes_in_stepped_time(
     seq matched, whoever sent it; another pool could guess alice's next seqs and have her real
     writes silently dropped, tick after tick."""
     folder, _ = await make_hostile_run(tmp_path / "run")
-    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
-    try:
-        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
-        try:
-            t, accounts = folder.accounts().topics, folder.accounts()
-            alice = folder.credentials("alice")
-            pool1 = RawClient(broker.address, "pool-1", accounts.passwords["pool-1"],
-                              [t.reply("alice"), t.tick])  # fmt: skip
-            pool2 = RawClient(broker.address, "pool-2", accounts.passwords["pool-2"],
-                              [t.reply_batch("pool-2")])  # fmt: skip
-            async with pool1, pool2:
-                tick = (await pool1.receive(t.tick, where=lambda b: "tick" in b))["tick"]
-                squatters = [{"v": 1, "agent": "alice", "seq": seq, "sig": "AAAA",
-                              "action": post_action("squat")} for seq in (1, 2, 3)]  # fmt: skip
-                await pool2.publish(t.act_batch("pool-2"), json.dumps(squatters).encode())
-                for seq in (1, 2, 3):
-                    genuine = envelope(alice, seq, post_action(f"real {seq}"))
-                    await pool1.publish(t.act("alice"), encode(genuine))
-                await pool2.publish(
-                    t.step("pool-2"), json.dumps({"tick": tick, "sent": 3}).encode()
-                )
-                await pool1.publish(
-                    t.step("pool-1"), json.dumps({"tick": tick, "sent": 3}).encode()
-                )
-                refused = await pool2.receive(t.reply_batch("pool-2"), within=20)
-                assert [r["code"] for r in refused] == ["not_your_agent"] * 3
-                for seq in (1, 2, 3):
-                    reply = await pool1.receive(t.reply("alice"), where=_seq_is(seq), within=20)
-                    assert reply["ok"] is True, reply
-        finally:
-            engine.stop_cleanly()
-    finally:
-        broker.stop()
+    async with stepped_engine(folder, tmp_path / "mosq") as engine:
+        t, accounts = folder.accounts().topics, folder.accounts()
+        alice = folder.credentials("alice")
+        pool1 = RawClient(engine.broker.address, "pool-1", accounts.passwords["pool-1"],
+                          [t.reply("alice"), t.tick])  # fmt: skip
+        pool2 = RawClient(engine.broker.address, "pool-2", accounts.passwords["pool-2"],
+                          [t.reply_batch("pool-2")])  # fmt: skip
+        async with pool1, pool2:
+            tick = (await pool1.receive(t.tick, where=lambda b: "tick" in b))["tick"]
+            squatters = [{"v": 1, "agent": "alice", "seq": seq, "sig": "AAAA",
+                          "action": post_action("squat")} for seq in (1, 2, 3)]  # fmt: skip
+            await pool2.publish(t.act_batch("pool-2"), json.dumps(squatters).encode())
+            for seq in (1, 2, 3):
+                genuine = envelope(alice, seq, post_action(f"real {seq}"))
+                await pool1.publish(t.act("alice"), encode(genuine))
+            await pool2.publish(t.step("pool-2"), json.dumps({"tick": tick, "sent": 3}).encode())
+            await pool1.publish(t.step("pool-1"), json.dumps({"tick": tick, "sent": 3}).encode())
+            refused = await pool2.receive(t.reply_batch("pool-2"), within=20)
+            assert [r["code"] for r in refused] == ["not_your_agent"] * 3
+            for seq in (1, 2, 3):
+                reply = await pool1.receive(t.reply("alice"), where=_seq_is(seq), within=20)
+                assert reply["ok"] is True, reply
 
 
 async def test_fuzzed_envelopes_against_a_stepped_engine(tmp_path: Path) -> None:
     """The same generated envelopes against the stepped clock, whose server reads each message
     before the gateway does to hold writes until the end of the tick."""
     folder, seeded = await make_hostile_run(tmp_path / "run")
-    broker = await asyncio.to_thread(start_mosquitto, folder.accounts(), tmp_path / "mosq")
-    try:
-        engine = await asyncio.to_thread(SteppedEngineProcess(folder, broker).start)
-        try:
-            async with attack_clients(folder, broker, ticks=True) as clients:
-                attacker = Attacker(folder, clients, engine, stepped=True)
-                items = draw_cases(seeded, STEPPED_ENVELOPES, seed=4)
-                half = len(items) // 2
-                await campaign(attacker, items[:half], attacker.send_on_topic)
-                await campaign(attacker, items[half:], attacker.send_batch)
-                assert attacker.tally.sent + attacker.tally.resent == len(items)
-                assert attacker.tally.outcomes["ok"] > 0.1 * len(items), attacker.tally
-        finally:
-            engine.stop_cleanly()
-    finally:
-        broker.stop()
+    async with (
+        stepped_engine(folder, tmp_path / "mosq") as engine,
+        attack_clients(folder, engine.broker, ticks=True) as clients,
+    ):
+        attacker = Attacker(folder, clients, engine, stepped=True)
+        items = draw_cases(seeded, STEPPED_ENVELOPES, seed=4)
+        half = len(items) // 2
+        await campaign(attacker, items[:half], attacker.send_on_topic)
+        await campaign(attacker, items[half:], attacker.send_batch)
+        assert attacker.tally.sent + attacker.tally.resent == len(items)
+        assert attacker.tally.outcomes["ok"] > 0.1 * len(items), attacker.tally
 
 
 async def test_a_fuzzed_run_exports_and_verifies(

@@ -179,6 +179,16 @@ def run_mosquitto(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]
     return process
 
 
+def start_broker(kind: str, folder: RunFolder, workdir: Path) -> Broker:
+    """The broker named ``kind`` (one of :data:`BROKERS`) serving ``folder``; Mosquitto keeps
+    its files in ``workdir``."""
+    if kind == "embedded":
+        return start_embedded(folder)
+    if kind == "mosquitto":
+        return start_mosquitto(folder.accounts(), workdir)
+    raise ValueError(f"unknown broker {kind!r}; expected one of {BROKERS}")
+
+
 @pytest.fixture(scope="module")
 def embedded_broker(run_folder: RunFolder) -> Iterator[Broker]:
     broker = start_embedded(run_folder)
@@ -220,9 +230,9 @@ class EngineProcess:
         """Start the engine and return once a pool's hello is answered."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.starts += 1
-        self.log_path = self.folder.logs / f"engine-{self.broker.kind}-{self.starts}.log"
+        self.log_path = self.folder.logs / f"engine-{self.log_label}-{self.starts}.log"
         command = [sys.executable, "-m", "moltsim.cli", "engine", "--db", str(self.folder.path),
-                   "--broker", self.broker.url, "--speed", str(self.speed)]  # fmt: skip
+                   "--broker", self.broker.url, *self.clock_options()]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
         try:
@@ -231,6 +241,15 @@ class EngineProcess:
             self.kill()
             raise
         return self
+
+    @property
+    def log_label(self) -> str:
+        """What tells this engine's log files apart from other engines' in the run folder."""
+        return self.broker.kind
+
+    def clock_options(self) -> list[str]:
+        """The ``moltsim engine`` options that choose its clock: real time at ``speed``."""
+        return ["--speed", str(self.speed)]
 
     async def astart(self) -> EngineProcess:
         """:meth:`start` without blocking the running event loop."""
