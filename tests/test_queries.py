@@ -20,6 +20,7 @@ from moltsim.engine.rules import DAY, HOUR, ProactiveContact, RateLimits, Rules
 from moltsim.engine.service import Engine
 from moltsim.store import queries
 from moltsim.store.reader import open_readonly
+from tests.engine_writer import EngineWriter
 
 T0 = 1_800_000_000.0
 T = T0 + 10 * DAY
@@ -50,33 +51,8 @@ async def world(engine: Engine) -> World:
     return w
 
 
-class World:
-    """Makes data through the engine, by handle."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.agents: dict[str, int] = {}
-
-    async def do(self, who: str, action: a.Action, at: float) -> dict[str, Any]:
-        outcome = await self.engine.submit(self.agents[who], action, at)
-        assert outcome.ok, (action, outcome.code, outcome.message)
-        return outcome.data
-
-    async def post(self, who: str, sub: str, title: str, at: float, body: str = "") -> int:
-        data = await self.do(who, a.CreatePost(submolt=sub, title=title, body=body), at)
-        return int(data["post_id"])
-
-    async def comment(
-        self,
-        who: str,
-        body: str,
-        at: float,
-        *,
-        post_id: int | None = None,
-        parent_id: int | None = None,
-    ) -> int:
-        action = a.CreateComment(post_id=post_id, parent_id=parent_id, body=body)
-        return int((await self.do(who, action, at))["comment_id"])
+class World(EngineWriter):
+    """Makes data through the engine, by handle, and reads it back."""
 
     async def votes(
         self, target: Literal["post", "comment"], target_id: int, ups: int, downs: int, at: float

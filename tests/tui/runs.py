@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from moltsim.domain import actions as a
 from moltsim.engine.rules import HOUR, ProactiveContact, RateLimits, Rules
 from moltsim.engine.service import Engine
+from tests.engine_writer import EngineWriter
 
 T0 = 1_800_000_000.0
 """Sim time of the fixture run's first moment (2027-01-15 08:00 UTC)."""
@@ -47,39 +48,6 @@ def persona(handle: str, interests: list[str]) -> dict[str, Any]:
     }
 
 
-class Writer:
-    """Makes a run through the engine, by handle, at given sim times."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.ids: dict[str, int] = {}
-
-    async def do(self, who: str, action: a.Action, at: float) -> dict[str, Any]:
-        outcome = await self.engine.submit(self.ids[who], action, at)
-        assert outcome.ok, (action, outcome.code, outcome.message)
-        return outcome.data
-
-    async def post(self, who: str, sub: str, title: str, at: float, body: str = "") -> int:
-        data = await self.do(who, a.CreatePost(submolt=sub, title=title, body=body), at)
-        return int(data["post_id"])
-
-    async def comment(
-        self, who: str, body: str, at: float, *, post: int | None = None, parent: int | None = None
-    ) -> int:
-        action = a.CreateComment(post_id=post, parent_id=parent, body=body)
-        return int((await self.do(who, action, at))["comment_id"])
-
-    async def vote(
-        self,
-        who: str,
-        target: Literal["post", "comment"],
-        target_id: int,
-        at: float,
-        value: int = 1,
-    ) -> None:
-        await self.do(who, a.Vote(target=target, id=target_id, value=value), at)  # type: ignore[arg-type]
-
-
 async def build_fixture_run(folder: Path) -> Path:
     """A finished run with three submolts, twelve posts, a comment chain four deep, votes,
     follows, a refusal and two LLM calls. Returns the run file's path."""
@@ -87,14 +55,14 @@ async def build_fixture_run(folder: Path) -> Path:
     path = folder / "run.db"
     engine = await Engine.open(path, RULES)
     try:
-        w = Writer(engine)
+        w = EngineWriter(engine)
         interests = {
             "alice": ["lobsters", "moulting"], "bob": ["debate", "tides"],
             "carol": ["moderation"], "dave": ["votes"], "erin": ["essays", "kelp"],
             "frank": ["everything"],
         }  # fmt: skip
         for i, (handle, profile) in enumerate(AGENTS.items()):
-            w.ids[handle] = await engine.register_agent(
+            w.agents[handle] = await engine.register_agent(
                 handle, bytes([i + 1]) * 32, T0, **profile, **persona(handle, interests[handle])
             )
         await engine.seed_submolt("general", T0, "General", "Anything goes, politely.")
@@ -129,17 +97,17 @@ async def build_fixture_run(folder: Path) -> Path:
             posts.append(await w.post(who, sub, title, at, body=f"{title}. Body text {i}."))
         first = posts[0]
         c1 = await w.comment(
-            "bob", "Dark is safer, predators cannot see them.", T0 + 13 * HOUR, post=first
+            "bob", "Dark is safer, predators cannot see them.", T0 + 13 * HOUR, post_id=first
         )
         c2 = await w.comment(
-            "erin", "Not only predators: rivals too.", T0 + 13 * HOUR + 60, parent=c1
+            "erin", "Not only predators: rivals too.", T0 + 13 * HOUR + 60, parent_id=c1
         )
         c3 = await w.comment(
-            "alice", "Rivals matter most in spring.", T0 + 13 * HOUR + 120, parent=c2
+            "alice", "Rivals matter most in spring.", T0 + 13 * HOUR + 120, parent_id=c2
         )
-        await w.comment("bob", "Citation needed for spring.", T0 + 13 * HOUR + 180, parent=c3)
-        await w.comment("dave", "Great write-up.", T0 + 13 * HOUR + 240, post=first)
-        await w.comment("carol", "Pinned-worthy.", T0 + 13 * HOUR + 300, post=posts[3])
+        await w.comment("bob", "Citation needed for spring.", T0 + 13 * HOUR + 180, parent_id=c3)
+        await w.comment("dave", "Great write-up.", T0 + 13 * HOUR + 240, post_id=first)
+        await w.comment("carol", "Pinned-worthy.", T0 + 13 * HOUR + 300, post_id=posts[3])
         at = T0 + 14 * HOUR
         for voter in ("bob", "carol", "dave", "erin"):
             await w.vote(voter, "post", first, at)
@@ -150,7 +118,7 @@ async def build_fixture_run(folder: Path) -> Path:
         await w.vote("alice", "comment", c1, at)
         await w.vote("frank", "comment", c2, at, value=-1)
         refused = await engine.submit(
-            w.ids["frank"], a.CreatePost(submolt="nowhere", title="Lost"), at + 60
+            w.agents["frank"], a.CreatePost(submolt="nowhere", title="Lost"), at + 60
         )
         assert refused.code == "not_found"
         for tokens in ((1200, 300), (800, 150)):
