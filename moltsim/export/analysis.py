@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from moltsim.domain.actions import QUERY_TYPES
 from moltsim.export.snapshot import Snapshot
+from moltsim.store.metrics import token_prices
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
 PHRASE_WORDS = 4
@@ -91,18 +91,6 @@ class RunFigures:
     refusals: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _prices(scenario_text: str | None) -> tuple[float, float] | None:
-    if not scenario_text:
-        return None
-    try:
-        budgets = tomllib.loads(scenario_text).get("budgets", {})
-        prompt = float(budgets.get("prompt_token_price_usd", 0.0))
-        completion = float(budgets.get("completion_token_price_usd", 0.0))
-    except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError):
-        return None
-    return (prompt, completion) if prompt or completion else None
-
-
 def compute(snap: Snapshot) -> RunFigures:
     counts = {
         table: int(snap.scalar(f"SELECT COUNT(*) FROM {table}"))
@@ -112,7 +100,7 @@ def compute(snap: Snapshot) -> RunFigures:
     start, end = snap.conn.execute("SELECT MIN(sim_time), MAX(sim_time) FROM actions").fetchone()
     figures = RunFigures(
         scenario=snap.meta.get("scenario_name"), seed=snap.seed(), start=start, end=end,
-        counts=counts, prices=_prices(snap.meta.get("scenario")),
+        counts=counts, prices=token_prices(snap.meta.get("scenario")),
     )  # fmt: skip
     span = (end - start) if start is not None and end is not None else 0.0
     figures.bucket_s = max(3600.0, 3600.0 * -(-span // (3600.0 * 96)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
+import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,20 @@ def run_state(conn: sqlite3.Connection) -> RunState:
     if last is not None and end is not None and float(last) >= float(end):
         return RunState("finished", None)
     return RunState("unknown", None)
+
+
+def token_prices(scenario_text: str | None) -> tuple[float, float] | None:
+    """Prompt and completion token prices (USD) from the scenario saved with the run
+    (``run_meta.scenario``), or None where it names none or cannot be read."""
+    if not scenario_text:
+        return None
+    try:
+        budgets = tomllib.loads(scenario_text).get("budgets", {})
+        prompt = float(budgets.get("prompt_token_price_usd", 0.0))
+        completion = float(budgets.get("completion_token_price_usd", 0.0))
+    except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError):
+        return None
+    return (prompt, completion) if prompt or completion else None
 
 
 def has_metrics(conn: sqlite3.Connection) -> bool:

@@ -12,7 +12,6 @@ import json
 import sqlite3
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 
 from moltsim.domain.actions import QUERY_TYPES
 from moltsim.engine.rules import DAY, HOUR
-from moltsim.store.metrics import run_state
+from moltsim.store.metrics import run_state, token_prices
 from moltsim.store.reader import open_readonly
 
 T = TypeVar("T")
@@ -120,7 +119,7 @@ class HeaderReader:
     def _load_meta(self, conn: sqlite3.Connection) -> None:
         meta = dict(conn.execute("SELECT key, value FROM run_meta").fetchall())
         self._run_name = meta.get("scenario_name", "")
-        self._prices = _token_prices(meta.get("scenario"))
+        self._prices = token_prices(meta.get("scenario"))
         self._meta_loaded = True
 
     def read(self, conn: sqlite3.Connection) -> Pulse:
@@ -184,19 +183,6 @@ class HeaderReader:
             max_comment_id=max_comment,
             max_action_id=self._action_id,
         )
-
-
-def _token_prices(scenario_text: str | None) -> tuple[float, float] | None:
-    """Per-token prices from the scenario saved with the run, if it names any."""
-    if not scenario_text:
-        return None
-    try:
-        budgets = tomllib.loads(scenario_text).get("budgets", {})
-        prompt = float(budgets.get("prompt_token_price_usd", 0.0))
-        completion = float(budgets.get("completion_token_price_usd", 0.0))
-    except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError):
-        return None
-    return (prompt, completion) if prompt or completion else None
 
 
 def _run_state(conn: sqlite3.Connection, last_wall_time: float | None) -> str:
