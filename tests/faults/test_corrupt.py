@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from moltsim.engine.rules import HOUR
 from moltsim.identity.credentials import credentials_path
 from tests.faults.faultrun import ack_journal, advanced, children, verdict
 from tests.scenario.conftest import (
@@ -30,7 +31,6 @@ from tests.scenario.conftest import (
 
 pytestmark = pytest.mark.slow
 
-HOUR = 3600.0
 DURATION = 12 * HOUR
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from moltsim.engine.rules import HOUR
 from moltsim.store.runfile import DiskFullError, RunFile
 from tests.faults.faultrun import ack_journal, advanced, children, verdict
 from tests.scenario.conftest import (
@@ -27,7 +28,6 @@ from tests.scenario.conftest import (
 
 pytestmark = pytest.mark.slow
 
-HOUR = 3600.0
 DURATION = 16 * HOUR
 DISK = "24m"
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from moltsim.engine.rules import HOUR
 from tests.faults.faultrun import accepted_since, ack_journal, children, one, replaced, verdict
 from tests.scenario.conftest import START_S, ledger_time, running, scenario_toml, wait_for
 
 pytestmark = pytest.mark.slow
 
 ENGINE_KILLS = 5
-HOUR = 3600.0
 
 
 @dataclass(frozen=True)
