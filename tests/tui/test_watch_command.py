@@ -3,9 +3,7 @@ terminal (tmux) following a run that another process is writing."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from moltsim.cli import main
+from tests.system_tools import system_program
 from tests.tui.runs import set_meta
 from tests.tui.test_live import REPO
 
@@ -55,22 +54,6 @@ def test_watch_needs_a_terminal(run_copy: Path, capsys: pytest.CaptureFixture[st
     assert "needs a terminal" in refusal(capsys, str(run_copy))
 
 
-def tmux_binary() -> str:
-    """``tmux``, installed with apt-get if missing; skips if impossible."""
-    found = shutil.which("tmux")
-    if found is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "tmux"]
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode:
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300)
-                subprocess.run(install, env=env, capture_output=True, timeout=300)
-        found = shutil.which("tmux")
-    if found is None:
-        pytest.skip("tmux is not installed and could not be installed with apt-get")
-    return found
-
-
 class Terminal:
     """A detached tmux session (on a private server) running a shell."""
 
@@ -107,7 +90,7 @@ class Terminal:
 
 @pytest.fixture
 def terminal() -> Iterator[Terminal]:
-    term = Terminal(tmux_binary(), f"moltsim-watch-{os.getpid()}")
+    term = Terminal(system_program("tmux"), f"moltsim-watch-{os.getpid()}")
     try:
         yield term
     finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +38,7 @@ from moltsim.wire.connection import BrokerAddress, mqtt_client
 from moltsim.wire.embedded import EmbeddedBroker, free_port
 from moltsim.wire.mosquitto import write_mosquitto_files
 from moltsim.wire.topics import Topics
+from tests.system_tools import system_program
 
 T = TypeVar("T")
 
@@ -114,24 +113,7 @@ def start_embedded(folder: RunFolder) -> Broker:
 
 def mosquitto_binary() -> str:
     """The ``mosquitto`` executable, installed with apt-get if missing; skips if impossible."""
-
-    def find() -> str | None:
-        return shutil.which("mosquitto") or shutil.which(
-            "mosquitto", path="/usr/sbin:/usr/local/sbin:/sbin"
-        )
-
-    found = find()
-    if found is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "mosquitto"]
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode:
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300)
-                subprocess.run(install, env=env, capture_output=True, timeout=300)
-        found = find()
-    if found is None:
-        pytest.skip("mosquitto is not installed and could not be installed with apt-get")
-    return found
+    return system_program("mosquitto")
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
