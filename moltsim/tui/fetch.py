@@ -11,16 +11,27 @@ import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
-from moltsim.tui.source import RunSource
+from moltsim.tui.source import Pulse, RunSource
 
 Query = Callable[[sqlite3.Connection], Any]
 Done = Callable[[Any], None]
+
+
+class Watcher(Protocol):
+    """What the watcher's screens and fetchers read of the app that runs them
+    (:class:`moltsim.tui.app.WatchApp`, which imports the screens)."""
+
+    @property
+    def source(self) -> RunSource: ...
+
+    @property
+    def pulse(self) -> Pulse | None: ...
 
 
 @dataclass
@@ -70,7 +81,7 @@ class Fetcher:
         return any(s.running is not None or s.pending is not None for s in self._slots.values())
 
     def _start(self, name: str, slot: _Slot, request: _Request) -> None:
-        source: RunSource = self._node.app.source  # type: ignore[attr-defined]
+        source = cast(Watcher, self._node.app).source
         query, lane = request.query, self._lane
         worker = self._node.run_worker(
             lambda: source.read(query, lane),

@@ -4,19 +4,16 @@ live updates from the app's poll."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.worker import Worker
 
-from moltsim.tui.fetch import Fetcher
+from moltsim.tui.fetch import Fetcher, Watcher
 from moltsim.tui.source import Pulse
 from moltsim.tui.widgets.run_header import RunHeader
-
-if TYPE_CHECKING:
-    from moltsim.tui.app import WatchApp
 
 
 class LiveScreen(Screen[None]):
@@ -34,8 +31,8 @@ class LiveScreen(Screen[None]):
         self.fetcher = Fetcher(self)
 
     @property
-    def watch_app(self) -> WatchApp:
-        return cast("WatchApp", self.app)
+    def watch_app(self) -> Watcher:
+        return cast(Watcher, self.app)
 
     def header(self) -> RunHeader:
         return RunHeader(self.watch_app.pulse)
