@@ -20,7 +20,6 @@ _STOP = (
     "their not no so do does did can could would should just than then there here"
 )
 STOPWORDS = frozenset(_STOP.split())
-TIMELINE_TYPES = ("post", "comment", "vote", "dm", "follow", "subscribe", "create_submolt")
 
 
 def gini(values: list[float]) -> float:

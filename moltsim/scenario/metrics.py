@@ -3,6 +3,12 @@ supervises, the run file's size, and the action rate.
 
 The runner takes a sample every ``[metrics] interval`` and hands it to the engine, which writes
 it to the ``metrics`` table of the run file (the engine is the run file's only writer).
+
+Per process: ``rss_kb``, ``open_files``, ``threads``, ``cpu_percent``, ``restarts``.
+``open_files`` counts every descriptor (files, sockets, pipes), so a leak of any of them shows;
+``cpu_percent`` is of one core, averaged since the previous sample. Run-wide (``process = ''``):
+``run_file_bytes``, ``actions_per_min``, ``refused_per_min``, ``agents_online``; the rates are
+over the time since the previous sample.
 """
 
 from __future__ import annotations
@@ -17,11 +23,6 @@ import psutil
 
 from moltsim.engine.service import MetricSample
 
-PROCESS_METRICS = ("rss_kb", "open_files", "threads", "cpu_percent", "restarts")
-"""Per process. ``open_files`` counts every descriptor (files, sockets, pipes): a leak of any
-of them shows. ``cpu_percent`` is of one core, averaged since the previous sample."""
-RUN_METRICS = ("run_file_bytes", "actions_per_min", "refused_per_min", "agents_online")
-"""Run-wide (``process = ''``). The rates are over the time since the previous sample."""
 MIN_SPAN_S = 1.0
 """Rates (CPU, actions) need at least this much wall time since the previous sample: over a
 shorter span the clock-tick granularity of CPU times makes them noise."""
