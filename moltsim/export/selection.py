@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from moltsim.export.consent import Consent
@@ -114,7 +114,15 @@ class Selection:
     # --- entities -----------------------------------------------------------------------------
 
     def records(self, entity: str) -> Iterator[Record]:
-        return getattr(self, f"_{entity}")()  # type: ignore[no-any-return]
+        """The kept records of ``entity`` (a key of :data:`moltsim.export.records.ENTITIES`)."""
+        readers: dict[str, Callable[[], Iterator[Record]]] = {
+            "agents": self._agents, "submolts": self._submolts, "posts": self._posts,
+            "comments": self._comments, "votes": self._votes, "follows": self._follows,
+            "dms": self._dms, "actions": self._actions,
+        }  # fmt: skip
+        if entity not in readers:
+            raise ValueError(f"no such entity {entity!r}; expected one of {sorted(readers)}")
+        return readers[entity]()
 
     def _agents(self) -> Iterator[Record]:
         consent = self.consent
