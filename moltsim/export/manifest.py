@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moltsim import __version__
+from moltsim.export.options import ExportError
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -78,8 +79,6 @@ def write(out: Path, manifest: dict[str, Any]) -> Path:
 
 
 def load(folder: Path) -> dict[str, Any]:
-    from moltsim.export.options import ExportError
-
     path = folder / MANIFEST
     if not folder.is_dir():
         raise ExportError(f"no export folder at {folder}")
