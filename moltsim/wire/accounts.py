@@ -1,8 +1,9 @@
 """Broker accounts of a run and the access rules both brokers enforce.
 
 - ``engine``: every topic of the run.
-- one account per pool: publish on its agents' ``act/`` topics and its ``act-batch/`` topic;
-  subscribe to its agents' ``reply/`` topics, its ``reply-batch/`` topic and ``tick``.
+- one account per pool: publish on its agents' ``act/`` topics, its ``act-batch/`` and its
+  ``step/`` topic; subscribe to its agents' ``reply/`` topics, its ``reply-batch/`` topic and
+  ``tick``.
 - ``observer``: subscribe to ``events`` and ``tick``; publish nothing.
 
 Passwords are random, kept in ``accounts.json`` (mode 0600) in the run's broker folder, never
