@@ -51,6 +51,6 @@ format: $(STAMP) ## apply ruff's formatting and import order
 	$(VENV)/bin/ruff format .
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 .PHONY: install run lint typecheck pytest test check bench soak format help watch test-snapshot-update
