@@ -45,7 +45,15 @@ from moltsim.store.reader import open_readonly
 from moltsim.wire.gateway import ENVELOPE_FAILURES
 from moltsim.wire.topics import Topics
 from tests.scenario.conftest import problems
-from tests.wire.conftest import T0, Broker, EngineProcess, RawClient, start_mosquitto
+from tests.wire.conftest import (
+    T0,
+    Broker,
+    EngineProcess,
+    LedgerRow,
+    RawClient,
+    ledger_since,
+    start_mosquitto,
+)
 
 # --- the run under attack -------------------------------------------------------------------
 
@@ -637,7 +645,7 @@ class Attacker:
         return replies
 
     def _check(self, built: list[Built], replies: list[Any], mark: int) -> None:
-        rows = ledger_rows(self.folder.db, mark)
+        rows = ledger_since(self.folder.db, mark)
         assert len(rows) == len(built), (
             f"{len(built)} envelopes sent, {len(rows)} ledger rows:\n{self.engine.log()[-3000:]}"
         )
@@ -666,14 +674,14 @@ class Attacker:
                 self.tally.applied_checked += check_applied(self.folder.db, row, item.action_json)
         self.tally.sent += len(built)
 
-    def _in_send_order(self, built: list[Built], rows: list[Row]) -> list[Row]:
+    def _in_send_order(self, built: list[Built], rows: list[LedgerRow]) -> list[LedgerRow]:
         """A stepped engine answers queries at once and applies writes at the end of the tick,
         sorted by agent and seq: put its ledger rows back in the order the envelopes were sent.
         Envelopes that took a seq are matched by agent and seq, the others by outcome (the most
         particular expectation first)."""
         ids = self._agent_ids()
         taken = {(r.agent_id, r.seq): r for r in rows if r.outcome not in ENVELOPE_OUTCOMES}
-        ordered: list[Row | None] = [None] * len(built)
+        ordered: list[LedgerRow | None] = [None] * len(built)
         for n, item in enumerate(built):
             if item.seq is not None:
                 ordered[n] = taken.pop((ids[item.case.agent], item.seq), None)
@@ -704,7 +712,7 @@ class Attacker:
         assert run_file_problems(self.folder.db) == []
 
 
-def _overwrites(row: Row, action: dict[str, Any]) -> Any:
+def _overwrites(row: LedgerRow, action: dict[str, Any]) -> Any:
     """What an accepted action may overwrite: a later one with the same key replaces it."""
     if action.get("type") == "update_profile":
         return ("profile", row.agent_id)
@@ -745,17 +753,6 @@ def _reply_outcome(body: dict[str, Any]) -> str:
     return "ok" if body.get("ok") else str(body.get("code"))
 
 
-@dataclass(frozen=True)
-class Row:
-    id: int
-    agent_id: int | None
-    seq: int | None
-    type: str
-    outcome: str
-    message: str
-    result: str | None
-
-
 def last_seq(db: Path, handle: str) -> int:
     """The last seq of ``handle`` that the engine took (as the engine itself works it out)."""
     marks = ",".join("?" * len(ENVELOPE_FAILURES))
@@ -779,22 +776,7 @@ def last_ledger_id(db: Path) -> int:
         conn.close()
 
 
-def ledger_rows(db: Path, after: int) -> list[Row]:
-    conn = open_readonly(db)
-    try:
-        return [
-            Row(*r)
-            for r in conn.execute(
-                "SELECT id, agent_id, seq, type, outcome, message, result FROM actions"
-                " WHERE id > ? ORDER BY id",
-                (after,),
-            )
-        ]
-    finally:
-        conn.close()
-
-
-def check_applied(db: Path, row: Row, action_json: dict[str, Any]) -> int:
+def check_applied(db: Path, row: LedgerRow, action_json: dict[str, Any]) -> int:
     """That an accepted write is in the forum exactly as sent (text byte for byte, after the
     models' own normalisation); returns 1 when there was something to check."""
     model = a.ACTION_ADAPTER.validate_python(action_json)

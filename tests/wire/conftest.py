@@ -471,6 +471,8 @@ class LedgerRow:
     outcome: str
     message: str
     payload: str
+    result: str | None
+    """The JSON result of an accepted write (its new ids), else None."""
 
 
 def last_action_id(db: Path) -> int:
@@ -486,7 +488,7 @@ def ledger_since(db: Path, after: int) -> list[LedgerRow]:
     conn = open_readonly(db)
     try:
         rows = conn.execute(
-            "SELECT id, agent_id, seq, type, outcome, message, payload FROM actions"
+            "SELECT id, agent_id, seq, type, outcome, message, payload, result FROM actions"
             " WHERE id > ? ORDER BY id",
             (after,),
         ).fetchall()
