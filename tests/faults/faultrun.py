@@ -15,7 +15,16 @@ import psutil
 
 from moltsim.store.runfile import RunFileError
 from moltsim.wire.client import ACK_JOURNAL_ENV
-from tests.scenario.conftest import Running, problems, run_db, wait_for
+from tests.scenario.conftest import Running, problems, run_db, scenario_toml, wait_for
+
+
+def two_pool_scenario(folder: Path, name: str, duration: str) -> Path:
+    """``folder/NAME.toml``: the run the fault tests break. Ten offline agents in two pools of
+    five, in real time at 3,600x with a 30-minute heartbeat, so actions keep coming."""
+    text = scenario_toml(name, mode="realtime", speed=3600, duration=duration, heartbeat="30m")
+    path = folder / f"{name}.toml"
+    path.write_text("agents_per_pool = 5\n" + text)
+    return path
 
 
 @contextlib.contextmanager

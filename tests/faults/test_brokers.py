@@ -14,8 +14,16 @@ import pytest
 from moltsim.runfolder import RunFolder
 from moltsim.wire.embedded import free_port
 from moltsim.wire.mosquitto import MosquittoProcess
-from tests.faults.faultrun import accepted_since, ack_journal, children, one, replaced, verdict
-from tests.scenario.conftest import running, scenario_toml, wait_for
+from tests.faults.faultrun import (
+    accepted_since,
+    ack_journal,
+    children,
+    one,
+    replaced,
+    two_pool_scenario,
+    verdict,
+)
+from tests.scenario.conftest import running, wait_for
 from tests.wire.conftest import mosquitto_binary
 
 pytestmark = pytest.mark.slow
@@ -31,18 +39,12 @@ class Outages:
     output: str
 
 
-def scenario(base: Path, name: str) -> Path:
-    path = base / f"{name}.toml"
-    text = scenario_toml(name, mode="realtime", speed=3600, duration="30h", heartbeat="30m")
-    path.write_text("agents_per_pool = 5\n" + text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def embedded_killed(tmp_path_factory: pytest.TempPathFactory) -> Outages:
     base = tmp_path_factory.mktemp("embedded-killed")
     run_dir = base / "run"
-    with ack_journal(base / "acks") as journal, running(scenario(base, "amqtt"), run_dir) as run:
+    scenario = two_pool_scenario(base, "amqtt", "30h")
+    with ack_journal(base / "acks") as journal, running(scenario, run_dir) as run:
         wait_for(lambda: len(children(run, "pool")) == 2, 30, "two pools")
         accepted_since(run_dir, 0.0, 30, "the first action")
         for outage in range(OUTAGES):
@@ -80,7 +82,7 @@ def mosquitto_restarted(tmp_path_factory: pytest.TempPathFactory) -> Outages:
     url = f"mqtt://127.0.0.1:{port}"
     with (
         ack_journal(base / "acks") as journal,
-        running(scenario(base, "mosquitto"), run_dir, "--broker", url) as run,
+        running(two_pool_scenario(base, "mosquitto", "30h"), run_dir, "--broker", url) as run,
     ):
         wait_for(lambda: "using the broker at" in run.text, 30, "the run folder")
         accounts = RunFolder.locate(run_dir).accounts()

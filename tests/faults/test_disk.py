@@ -16,12 +16,11 @@ import pytest
 
 from moltsim.engine.rules import HOUR
 from moltsim.store.runfile import DiskFullError, RunFile
-from tests.faults.faultrun import ack_journal, advanced, children, verdict
+from tests.faults.faultrun import ack_journal, advanced, children, two_pool_scenario, verdict
 from tests.scenario.conftest import (
     START_S,
     ledger_time,
     running,
-    scenario_toml,
     squash,
     wait_for,
 )
@@ -76,9 +75,7 @@ class DiskFull:
 @pytest.fixture(scope="module")
 def disk_full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiskFull]:
     base = tmp_path_factory.mktemp("disk")
-    scenario = base / "disk.toml"
-    text = scenario_toml("disk", mode="realtime", speed=3600, duration="16h", heartbeat="30m")
-    scenario.write_text("agents_per_pool = 5\n" + text)
+    scenario = two_pool_scenario(base, "disk", "16h")
     with small_disk(base / "disk") as disk, ack_journal(base / "acks") as journal:
         run_dir = disk / "run"
         with running(scenario, run_dir, log=base / "full.out") as run:

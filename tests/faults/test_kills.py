@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 from moltsim.engine.rules import HOUR
-from tests.faults.faultrun import accepted_since, ack_journal, children, one, replaced, verdict
-from tests.scenario.conftest import START_S, ledger_time, running, scenario_toml, wait_for
+from tests.faults.faultrun import (
+    accepted_since,
+    ack_journal,
+    children,
+    one,
+    replaced,
+    two_pool_scenario,
+    verdict,
+)
+from tests.scenario.conftest import START_S, ledger_time, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +45,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Killed:
     """10 offline agents in two pools, realtime at 3,600x for 16 sim-hours; between kills the
     ledger must move on, so every kill lands on a working run."""
     base = tmp_path_factory.mktemp("kills")
-    scenario = base / "kills.toml"
-    text = scenario_toml("kills", mode="realtime", speed=3600, duration="16h", heartbeat="30m")
-    scenario.write_text("agents_per_pool = 5\n" + text)
+    scenario = two_pool_scenario(base, "kills", "16h")
     run_dir = base / "run"
     engine_pids: list[int] = []
     pool_pids: list[int] = []
