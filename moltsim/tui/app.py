@@ -19,6 +19,7 @@ from textual.worker import Worker
 from moltsim.tui.fetch import Fetcher
 from moltsim.tui.messages import OpenFeed, OpenProfile, OpenThread
 from moltsim.tui.observer import follow_events, observer_accounts
+from moltsim.tui.pulse import Pulse
 from moltsim.tui.screens.base import LiveScreen
 from moltsim.tui.screens.events import EventsScreen
 from moltsim.tui.screens.feed import FeedScreen
@@ -27,7 +28,7 @@ from moltsim.tui.screens.profile import ProfileScreen
 from moltsim.tui.screens.search import SearchScreen
 from moltsim.tui.screens.submolts import SubmoltsScreen
 from moltsim.tui.screens.thread import ThreadScreen
-from moltsim.tui.source import Pulse, RunSource
+from moltsim.tui.source import RunSource
 from moltsim.wire.connection import BrokerAddress
 
 POLL_S = 0.5

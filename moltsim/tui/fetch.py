@@ -17,7 +17,8 @@ from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
-from moltsim.tui.source import Pulse, RunSource
+from moltsim.tui.pulse import Pulse
+from moltsim.tui.source import RunSource
 
 Query = Callable[[sqlite3.Connection], Any]
 Done = Callable[[Any], None]

@@ -18,10 +18,10 @@ import pytest
 from textual.widgets import Static, Tree
 
 from moltsim.tui.app import POLL_S, WatchApp
+from moltsim.tui.pulse import Pulse
 from moltsim.tui.screens.events import EventsScreen
 from moltsim.tui.screens.feed import FeedScreen
 from moltsim.tui.screens.thread import ThreadScreen
-from moltsim.tui.source import Pulse
 from tests.tui.conftest import SIZE, settle
 from tests.tui.snap import screen_text
 

@@ -11,14 +11,9 @@ from pathlib import Path
 import pytest
 
 from moltsim.store.reader import open_readonly
-from moltsim.tui.source import (
-    HeaderReader,
-    RunSource,
-    ledger_events,
-    new_since,
-    persona_summary,
-    submolt_rows,
-)
+from moltsim.tui.pulse import HeaderReader
+from moltsim.tui.reads import ledger_events, new_since, persona_summary, submolt_rows
+from moltsim.tui.source import RunSource
 from tests.tui.runs import set_meta
 
 

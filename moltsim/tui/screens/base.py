@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 from moltsim.tui.fetch import Fetcher, Watcher
-from moltsim.tui.source import Pulse
+from moltsim.tui.pulse import Pulse
 from moltsim.tui.widgets.run_header import RunHeader
 
 

@@ -11,8 +11,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, RichLog, Static
 
 from moltsim.tui.format import sim_clock
+from moltsim.tui.pulse import Pulse
+from moltsim.tui.reads import LedgerEvent, ledger_events
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import LedgerEvent, Pulse, ledger_events
 
 MAX_LINES = 5_000
 """Lines kept in the log; older ones scroll away."""

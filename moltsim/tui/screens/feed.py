@@ -16,8 +16,9 @@ from moltsim.domain.entities import PostView, SubmoltView
 from moltsim.store import queries
 from moltsim.tui.format import age, count, one_line
 from moltsim.tui.messages import OpenFeed, OpenProfile, OpenThread
+from moltsim.tui.pulse import Pulse
+from moltsim.tui.reads import new_since, post_counters, sim_now, submolt_id
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import Pulse, new_since, post_counters, sim_now, submolt_id
 
 SORTS: tuple[FeedSort, ...] = ("hot", "new", "top", "rising")
 PAGE = 100

@@ -15,8 +15,8 @@ from moltsim.domain.entities import ProfileView
 from moltsim.store import queries
 from moltsim.tui.format import age, count, one_line, sim_clock
 from moltsim.tui.messages import OpenThread
+from moltsim.tui.reads import AgentExtras, agent_extras, sim_now
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import AgentExtras, agent_extras, sim_now
 
 RECENT = 20
 

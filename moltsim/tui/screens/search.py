@@ -15,8 +15,8 @@ from moltsim.domain.entities import SearchHit
 from moltsim.store import queries
 from moltsim.tui.format import age, count, one_line
 from moltsim.tui.messages import OpenProfile, OpenThread
+from moltsim.tui.reads import sim_now
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import sim_now
 
 LIMIT = 50
 _MATCH = re.compile(r"\[([^\]]*)\]")

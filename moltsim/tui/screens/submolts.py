@@ -11,8 +11,9 @@ from textual.widgets import DataTable, Footer, Static
 
 from moltsim.tui.format import count, one_line
 from moltsim.tui.messages import OpenFeed
+from moltsim.tui.pulse import Pulse
+from moltsim.tui.reads import SubmoltRow, submolt_rows
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import Pulse, SubmoltRow, submolt_rows
 
 
 class SubmoltsScreen(LiveScreen):

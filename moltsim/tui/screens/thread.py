@@ -18,8 +18,9 @@ from moltsim.domain.entities import CommentView, PostView, ThreadView
 from moltsim.store import queries
 from moltsim.tui.format import age, one_line
 from moltsim.tui.messages import OpenFeed, OpenProfile
+from moltsim.tui.pulse import Pulse
+from moltsim.tui.reads import comment_scores, new_since, sim_now
 from moltsim.tui.screens.base import LiveScreen
-from moltsim.tui.source import Pulse, comment_scores, new_since, sim_now
 
 COMMENT_ORDERS: tuple[CommentSort, ...] = ("best", "top", "new", "controversial")
 MAX_COMMENTS = 500

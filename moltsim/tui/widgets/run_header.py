@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from moltsim.tui.format import count, sim_clock
-from moltsim.tui.source import Pulse
+from moltsim.tui.pulse import Pulse
 
 STATE_STYLES = {
     "running": "bold green",
