@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,13 +201,3 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> SmokeRuns:
             code = run.wait(timeout=120)
             assert code == 0, run.text[-3000:]
     return dirs
-
-
-def cli(*args: str | Path, timeout: float = 120.0) -> Any:
-    """``moltsim ARGS`` as a subprocess, output captured."""
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", "moltsim.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )  # fmt: skip

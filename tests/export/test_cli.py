@@ -9,7 +9,8 @@ import pytest
 
 from moltsim.export import ExportError, ExportOptions, export_run
 from moltsim.export.readback import Export
-from tests.export.conftest import T0, Forum, cli
+from tests.export.conftest import T0, Forum
+from tests.scenario.conftest import cli
 
 
 def test_export_command_writes_the_files_and_says_how_to_check_them(

@@ -9,7 +9,8 @@ import pytest
 
 from moltsim.export.analysis import gini, reciprocity, shared_phrases
 from moltsim.export.report import write_report
-from tests.export.conftest import Forum, SmokeRuns, cli
+from tests.export.conftest import Forum, SmokeRuns
+from tests.scenario.conftest import cli
 
 
 def _assert_self_contained(html: str) -> None:
@@ -37,7 +38,7 @@ def test_report_of_the_forum_is_self_contained(forum: Forum, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_report_command_on_a_real_run(smoke_runs: SmokeRuns, tmp_path: Path) -> None:
     out = tmp_path / "sub" / "report.html"
-    done = cli("report", smoke_runs.first, "--out", out)
+    done = cli("report", smoke_runs.first, "--out", out, timeout=120)
     assert done.returncode == 0, done.stderr
     html = out.read_text(encoding="utf-8")
     _assert_self_contained(html)

@@ -9,7 +9,8 @@ import pytest
 
 from moltsim.export import ExportOptions, export_run, verify_export
 from moltsim.export.manifest import sha256
-from tests.export.conftest import Forum, cli
+from tests.export.conftest import Forum
+from tests.scenario.conftest import cli
 
 
 def _rewrite_jsonl(path: Path, change: object) -> None:
