@@ -1,5 +1,6 @@
 """Reading a run's state and its ``metrics`` table (the samples the runner takes of the run's
-health), for ``moltsim stats``, the soak verdict and any other reader.
+health), for ``moltsim stats``, the soak verdict and any other reader; and the token prices of
+the scenario saved with the run, which the watcher's header and the report price tokens with.
 
 Run files made before schema 3 have no ``metrics`` table and no ``state``: readers get empty
 series and a state inferred from the ledger.
