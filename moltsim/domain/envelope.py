@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from moltsim.domain.actions import HANDLE_PATTERN, MAX_ID
 
@@ -28,3 +28,12 @@ class Envelope(BaseModel):
     seq: Annotated[int, Field(ge=0, le=MAX_ID)]
     action: dict[str, Any]
     sig: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        # ``Literal[1]`` alone lets ``true`` and ``1.0`` through (both equal 1), even in
+        # strict mode, and the signature would then be checked over bytes never sent.
+        if type(value) is not int:
+            raise ValueError("v must be the integer 1")
+        return value
