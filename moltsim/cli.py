@@ -177,6 +177,7 @@ async def _engine(
     try:
         await server.run(stop)
     finally:
+        gateway.close()
         await engine.close()
     logging.getLogger("moltsim").info("engine stopped after %d envelopes", server.processed)
     return 0

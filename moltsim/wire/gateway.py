@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sqlite3
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,10 @@ ENVELOPE_FAILURES = (
     "not_your_agent",
 )
 """Ledger outcomes of envelopes that never reached the rules: they consume no seq."""
+VERIFY_AHEAD_MIN = 32
+"""Groups at least this large have their signatures checked on several cores at once."""
+VERIFY_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
+"""Threads that check signatures beside the event loop (libsodium releases the GIL)."""
 
 
 @dataclass(slots=True)
@@ -54,6 +60,10 @@ class Inbound:
     """The pool named by the topic (``act-batch/{pool}``), or ``None`` for ``act/{agent}``."""
     parsed: Any = None
     """The envelope already parsed from JSON (taken from a batch), if it was."""
+    envelope: Envelope | None = None
+    """The envelope validated ahead of the checks, when its signature was checked ahead."""
+    signed: bool | None = None
+    """Whether its signature verified, when checked ahead (``None``: not yet checked)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +118,10 @@ class Gateway:
         """A callable returning the current sim time (the engine's clock)."""
         self._keys: dict[int, VerifyKey] = {}
         self._seqs: dict[int, _SeqState] = {}
+        self._verifiers: ThreadPoolExecutor | None = None
+        self._turn: asyncio.Future[None] | None = None
+        """Resolved once the latest group has been checked and applied: groups are checked and
+        applied strictly in arrival order, even while one waits for its signatures."""
 
     @classmethod
     async def open(cls, engine: Engine, now: Any) -> Gateway:
@@ -148,8 +162,19 @@ class Gateway:
 
     async def handle(self, inbound: list[Inbound]) -> list[Reply]:
         """Check, apply and answer a group of envelopes, in order; returns after the commit."""
-        now = self.now()
-        pending = [self._check_safely(item, now) for item in inbound]
+        earlier, turn = self._turn, asyncio.get_running_loop().create_future()
+        self._turn = turn
+        try:
+            if len(inbound) >= VERIFY_AHEAD_MIN:
+                await self._verify_ahead(inbound)
+            if earlier is not None and not earlier.done():
+                await earlier
+            now = self.now()
+            pending = [self._check_safely(item, now) for item in inbound]
+        finally:
+            # The next group wakes on a later turn of the loop, after this group's actions
+            # are applied (``submit_many`` applies them before its first await).
+            turn.set_result(None)
         outcomes = await self.engine.submit_many([p.submission for p in pending])
         replies: list[Reply] = []
         for p, outcome in zip(pending, outcomes, strict=True):
@@ -193,20 +218,51 @@ class Gateway:
         except (RecursionError, ValueError, TypeError) as exc:
             return self._refuse(item, now, ErrorCode.MALFORMED, f"unreadable envelope: {exc}")
 
+    async def _verify_ahead(self, inbound: list[Inbound]) -> None:
+        """Check the signatures of a large group on several cores at once; the checks that
+        follow, in arrival order, then only read the answers. Whatever cannot be checked ahead
+        (too large, malformed, unknown agent) is left to them."""
+        jobs: list[tuple[Inbound, VerifyKey, Envelope]] = []
+        handles = self.engine.forum.state.handles
+        agents = self.engine.forum.state.agents
+        for item in inbound:
+            try:
+                if _size(item) > MAX_ENVELOPE_BYTES:
+                    continue
+                envelope = _parse(item)
+            except (ValidationError, RecursionError, ValueError, TypeError):
+                continue
+            agent_id = handles.get(envelope.agent.lower())
+            if agent_id is not None:
+                item.envelope = envelope
+                jobs.append((item, self._key(agent_id, agents[agent_id].public_key), envelope))
+        if not jobs:
+            return
+        if self._verifiers is None:
+            self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, "moltsim-verify")
+        share = -(-len(jobs) // (VERIFY_THREADS + 1))
+        loop = asyncio.get_running_loop()
+        ahead = [
+            loop.run_in_executor(self._verifiers, _verify_all, jobs[i : i + share])
+            for i in range(share, len(jobs), share)
+        ]
+        _verify_all(jobs[:share])  # this thread takes a share too
+        await asyncio.gather(*ahead)
+
+    def close(self) -> None:
+        if self._verifiers is not None:
+            self._verifiers.shutdown(wait=True)
+            self._verifiers = None
+
     def _check(self, item: Inbound, now: float) -> _Pending:
-        # An envelope taken from a pool batch is measured as compact JSON: the limit holds
-        # whichever topic it came by.
-        size = len(item.raw) if item.raw or item.parsed is None else len(to_json(item.parsed))
+        size = _size(item)
         if size > MAX_ENVELOPE_BYTES:
             return self._refuse(
                 item, now, ErrorCode.TOO_LARGE,
                 f"{size} bytes; envelopes are limited to {MAX_ENVELOPE_BYTES}",
             )  # fmt: skip
         try:
-            if item.parsed is not None:
-                envelope = Envelope.model_validate(item.parsed)
-            else:
-                envelope = Envelope.model_validate_json(item.raw)
+            envelope = item.envelope or _parse(item)
         except ValidationError as exc:
             return self._refuse(item, now, ErrorCode.MALFORMED, _first_error(exc))
         handle, seq, sig = envelope.agent, envelope.seq, envelope.sig
@@ -232,7 +288,10 @@ class Gateway:
                 item, now, ErrorCode.NOT_YOUR_AGENT,
                 f"pool {item.pool!r} may not act for @{handle}", **known,
             )  # fmt: skip
-        if not self._verify(agent_id, agent.public_key, envelope):
+        signed = item.signed
+        if signed is None:
+            signed = _signed(self._key(agent_id, agent.public_key), envelope)
+        if not signed:
             return self._refuse(
                 item, now, ErrorCode.BAD_SIGNATURE,
                 f"the signature does not verify against @{handle}'s registered key", **known,
@@ -290,13 +349,37 @@ class Gateway:
             state.remember(seq, pending.future)
         return pending
 
-    def _verify(self, agent_id: int, public_key: bytes, envelope: Envelope) -> bool:
+    def _key(self, agent_id: int, public_key: bytes) -> VerifyKey:
         key = self._keys.get(agent_id)
         if key is None:
             key = self._keys[agent_id] = verify_key(public_key)
-        fields = {"v": envelope.v, "agent": envelope.agent, "seq": envelope.seq,
-                  "action": envelope.action}  # fmt: skip
-        return verify(key, fields, envelope.sig)
+        return key
+
+
+def _size(item: Inbound) -> int:
+    """An envelope taken from a pool batch is measured as compact JSON: the limit holds
+    whichever topic it came by."""
+    return len(item.raw) if item.raw or item.parsed is None else len(to_json(item.parsed))
+
+
+def _parse(item: Inbound) -> Envelope:
+    if item.parsed is not None:
+        return Envelope.model_validate(item.parsed)
+    return Envelope.model_validate_json(item.raw)
+
+
+def _signed(key: VerifyKey, envelope: Envelope) -> bool:
+    fields = {"v": envelope.v, "agent": envelope.agent, "seq": envelope.seq,
+              "action": envelope.action}  # fmt: skip
+    return verify(key, fields, envelope.sig)
+
+
+def _verify_all(jobs: list[tuple[Inbound, VerifyKey, Envelope]]) -> None:
+    for item, key, envelope in jobs:
+        try:
+            item.signed = _signed(key, envelope)
+        except (RecursionError, ValueError, TypeError):
+            item.signed = None  # the in-order check meets the same error and refuses it
 
 
 def _first_error(exc: ValidationError) -> str:
