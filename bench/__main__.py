@@ -12,11 +12,13 @@ import platform
 import sys
 import time
 
-from bench import agents, e2e, engine_mix, feed_reads, hostile, offline, resume
+from bench import agents, e2e, engine_mix, feed_reads, gateway, hostile, offline, resume
 from bench import export as export_bench
 from bench.results import RESULTS, record
 
-ALL = ["engine", "feed", "e2e", "agents", "offline", "hostile", "export", "tui", "resume"]
+ALL = [
+    "engine", "feed", "gateway", "e2e", "agents", "offline", "hostile", "export", "tui", "resume",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if "feed" in names:
         sizes = (1_000, 10_000) if args.quick else feed_reads.SIZES
         record(feed_reads.run(sizes=sizes, seconds=0.5 if args.quick else 2.0))
+    if "gateway" in names:
+        record(gateway.run(envelopes=5_000 if args.quick else 20_000))
     if "e2e" in names:
         record(e2e.run(seconds=2.0 if args.quick else 8.0))
     if "agents" in names:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import engine_mix, feed_reads
+from bench import engine_mix, feed_reads, gateway
 
 
 async def test_engine_mix_runs_and_mostly_accepts() -> None:
@@ -14,3 +14,9 @@ async def test_engine_mix_runs_and_mostly_accepts() -> None:
 def test_feed_reads_run() -> None:
     figures = feed_reads.run(sizes=(1_000,), seconds=0.05)
     assert figures["feed_hot_reads_per_s_1k_posts"] > 0
+
+
+def test_the_gateway_benchmark_runs_both_ways() -> None:
+    figures = gateway.run(envelopes=600)
+    assert figures["gateway_signed_envelopes_per_s_in_order"] > 0
+    assert figures["gateway_signed_envelopes_per_s_ahead"] > 0
