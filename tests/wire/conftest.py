@@ -382,8 +382,10 @@ class RawClient:
             self.error = exc
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish; a broker that drops the connection over it is not an error here."""
-        with contextlib.suppress(aiomqtt.MqttError):
+        """Publish; a broker that drops the connection over it is not an error here, whether
+        the client notices the drop (``MqttError``) or only waits in vain for the PUBACK
+        (Mosquitto disconnects a 3.1.1 client after a publish its ACL refuses)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             await asyncio.wait_for(self.client.publish(topic, payload, qos=qos), 5.0)
 
     async def receive(
