@@ -18,6 +18,7 @@ install: $(STAMP) ## create .venv and install moltsim with its test tools
 
 run: $(STAMP) ## run the default scenario (embedded broker, SQLite run file, offline brain)
 	$(VENV)/bin/moltsim run $(SCENARIO)
+	@echo "(moltsim is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on your PATH)"
 
 watch: $(STAMP) ## watch a run live, read-only: make watch RUN=runs/<run folder>
 	@test -n "$(RUN)" || { echo "usage: make watch RUN=runs/<run folder or run.db>"; exit 2; }
