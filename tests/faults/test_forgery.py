@@ -12,59 +12,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import pytest_asyncio
 
 from bench import hostile as hostile_bench
-from moltsim.runfolder import RunFolder
 from tests.faults.hostile import (
     FORGERY_OUTCOMES,
     Attacker,
     Forger,
-    Seeded,
-    attacking,
     forgery_campaign,
     genuine_history,
-    make_hostile_run,
 )
 from tests.wire.conftest import (
-    BROKERS,
-    Broker,
     forum_counts,
-    run_async,
-    start_broker,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CI_FORGERIES = 500
 """Per broker in the CI form (25 of each kind)."""
-
-
-@pytest.fixture(scope="module")
-def forgery_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, Seeded]:
-    return run_async(make_hostile_run(tmp_path_factory.mktemp("forgery") / "run"))
-
-
-@pytest.fixture(scope="module", params=BROKERS)
-def forgery_broker(
-    request: pytest.FixtureRequest,
-    forgery_run: tuple[RunFolder, Seeded],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Broker]:
-    broker = start_broker(request.param, forgery_run[0], tmp_path_factory.mktemp("mosq"))
-    yield broker
-    broker.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def attacker(
-    forgery_run: tuple[RunFolder, Seeded], forgery_broker: Broker
-) -> AsyncIterator[Attacker]:
-    async with attacking(forgery_run[0], forgery_broker) as attacker:
-        yield attacker
 
 
 async def test_a_forgery_campaign_is_refused_code_by_code(attacker: Attacker) -> None:

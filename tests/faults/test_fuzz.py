@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from hypothesis import strategies as st
 
 from moltsim.domain.envelope import MAX_ENVELOPE_BYTES
@@ -28,7 +27,6 @@ from tests.faults.hostile import (
     Case,
     Seeded,
     attack_clients,
-    attacking,
     draw,
     draw_cases,
     hostile_action,
@@ -39,7 +37,6 @@ from tests.faults.hostile import (
 )
 from tests.scenario.conftest import cli
 from tests.wire.conftest import (
-    BROKERS,
     Broker,
     EngineProcess,
     RawClient,
@@ -48,8 +45,6 @@ from tests.wire.conftest import (
     last_action_id,
     ledger_since,
     post_action,
-    run_async,
-    start_broker,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -60,30 +55,6 @@ STEPPED_ENVELOPES = 2_000
 BATCH = 100
 CHECK_EVERY = 1
 """Batches between two checks of the whole run file (integrity and forum invariants)."""
-
-
-@pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, Seeded]:
-    return run_async(make_hostile_run(tmp_path_factory.mktemp("fuzz") / "run"))
-
-
-@pytest.fixture(scope="module", params=BROKERS)
-def fuzz_broker(
-    request: pytest.FixtureRequest,
-    hostile_run: tuple[RunFolder, Seeded],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Broker]:
-    broker = start_broker(request.param, hostile_run[0], tmp_path_factory.mktemp("mosq"))
-    yield broker
-    broker.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def attacker(
-    hostile_run: tuple[RunFolder, Seeded], fuzz_broker: Broker
-) -> AsyncIterator[Attacker]:
-    async with attacking(hostile_run[0], fuzz_broker) as attacker:
-        yield attacker
 
 
 async def campaign(
@@ -113,20 +84,20 @@ async def test_every_action_type_and_field_is_generated(
 
 
 async def test_fuzzed_envelopes_on_an_agent_topic(
-    attacker: Attacker, hostile_run: tuple[RunFolder, Seeded], fuzz_broker: Broker
+    attacker: Attacker, hostile_run: tuple[RunFolder, Seeded], hostile_broker: Broker
 ) -> None:
     _, seeded = hostile_run
-    items = draw_cases(seeded, CI_ENVELOPES[fuzz_broker.kind] // 2, seed=1)
+    items = draw_cases(seeded, CI_ENVELOPES[hostile_broker.kind] // 2, seed=1)
     await campaign(attacker, items, attacker.send_on_topic)
     assert attacker.tally.outcomes["ok"] > 0.1 * len(items), attacker.tally
     assert attacker.tally.applied_checked > 0
 
 
 async def test_fuzzed_envelopes_in_pool_batches(
-    attacker: Attacker, hostile_run: tuple[RunFolder, Seeded], fuzz_broker: Broker
+    attacker: Attacker, hostile_run: tuple[RunFolder, Seeded], hostile_broker: Broker
 ) -> None:
     _, seeded = hostile_run
-    items = draw_cases(seeded, CI_ENVELOPES[fuzz_broker.kind] // 2 + 1, seed=2)
+    items = draw_cases(seeded, CI_ENVELOPES[hostile_broker.kind] // 2 + 1, seed=2)
     before = attacker.tally.sent
     await campaign(attacker, items, attacker.send_batch)
     assert attacker.tally.sent - before == len(items)
