@@ -232,9 +232,9 @@ class Gateway:
                 envelope = _parse(item)
             except (ValidationError, RecursionError, ValueError, TypeError):
                 continue
+            item.envelope = envelope  # the in-order check need not parse it again
             agent_id = handles.get(envelope.agent.lower())
             if agent_id is not None:
-                item.envelope = envelope
                 jobs.append((item, self._key(agent_id, agents[agent_id].public_key), envelope))
         if not jobs:
             return
