@@ -93,13 +93,12 @@ def fence(text: str, source: str) -> str:
 def _bounded_memory(memory: str) -> str:
     """The memory summary within :data:`MEMORY_CHARS`, dropping its oldest action lines."""
     lines = memory.splitlines()
-    while len("\n".join(lines)) > MEMORY_CHARS and any(x.startswith("- ") for x in lines):
-        lines.pop(next(i for i, x in enumerate(lines) if x.startswith("- ")))
-    return (
-        excerpt("\n".join(lines), MEMORY_CHARS)
-        if len("\n".join(lines)) > MEMORY_CHARS
-        else ("\n".join(lines))
-    )
+    while len(text := "\n".join(lines)) > MEMORY_CHARS:
+        oldest = next((i for i, line in enumerate(lines) if line.startswith("- ")), None)
+        if oldest is None:
+            return excerpt(text, MEMORY_CHARS)  # no action line left to drop
+        del lines[oldest]
+    return text
 
 
 def estimate_tokens(text: str) -> int:
