@@ -10,7 +10,7 @@ SOAK_MINUTES ?= 30
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,local]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install moltsim with its test tools
@@ -18,6 +18,10 @@ install: $(STAMP) ## create .venv and install moltsim with its test tools
 
 run: $(STAMP) ## run the default scenario (embedded broker, SQLite run file, offline brain)
 	$(VENV)/bin/moltsim run $(SCENARIO)
+	@echo "(moltsim is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on your PATH)"
+
+run-llm: $(STAMP) ## a few agents on a local 1.5B model (fetched once, ~1.1 GB; no key, no server)
+	$(VENV)/bin/moltsim run scenarios/llm-local.toml
 	@echo "(moltsim is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on your PATH)"
 
 watch: $(STAMP) ## watch a run live, read-only: make watch RUN=runs/<run folder>
@@ -44,6 +48,9 @@ check: test ## alias of test
 bench: $(STAMP) ## benchmarks; figures go to bench-results.json
 	$(PY) -m bench
 
+bench-llm: $(STAMP) ## LLM figures on the local 1.5B model (a real run, then overhead vs the raw server)
+	$(PY) -m bench llm
+
 soak: $(STAMP) ## ~1,000 agents for SOAK_MINUTES (default 30) wall minutes, then a health verdict
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
@@ -54,4 +61,4 @@ format: $(STAMP) ## apply ruff's formatting and import order
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-.PHONY: install run lint typecheck pytest test check bench soak format help watch test-snapshot-update
+.PHONY: install run run-llm bench-llm lint typecheck pytest test check bench soak format help watch test-snapshot-update

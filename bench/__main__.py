@@ -19,6 +19,8 @@ from bench.results import RESULTS, record
 ALL = [
     "engine", "feed", "gateway", "e2e", "agents", "offline", "hostile", "export", "tui", "resume",
 ]  # fmt: skip
+EXTRA = ["llm"]
+"""Not in the default set: they fetch and run a real model (``make bench-llm``)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=[*ALL, []],
+        choices=[*ALL, *EXTRA, []],
         help="benchmarks to run (default: all)",
     )
     parser.add_argument(
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tui  # loads Textual
 
         record(tui.run(posts=100_000 if args.quick else 1_000_000))
+    if "llm" in names:
+        from bench import llm  # fetches the local model on first use
+
+        record(llm.run(per_set=2 if args.quick else 6, scenario=not args.quick))
     if "resume" in names:
         record(resume.run(agents=100, rounds=1) if args.quick else resume.run())
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")

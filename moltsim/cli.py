@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from moltsim import __version__, logs
-from moltsim.agent.brains.llm import LlmConfigError
 from moltsim.agent.persona import load_persona, persona_profile
 from moltsim.agent.pool import AgentSpec, PoolManifest, run_pool
 from moltsim.agent.skill import SkillError
@@ -24,10 +26,16 @@ from moltsim.domain.errors import Refusal
 from moltsim.engine.clock import RealtimeClock, SteppedClock
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import CredentialsError
+from moltsim.llm.config import LlmConfigError
+from moltsim.llm.local.catalog import MODELS, LocalModelError, find_model
+from moltsim.llm.replay import ReplayError
 from moltsim.runfolder import RunFolder
+from moltsim.scenario.llmcheck import LlmCheckError
 from moltsim.scenario.load import load_scenario, plan_agents
+from moltsim.scenario.modelsetup import ModelSetup
 from moltsim.scenario.runner import run_scenario
 from moltsim.scenario.schema import parse_duration
+from moltsim.store.llmstats import llm_figures
 from moltsim.store.metrics import summary_lines as metrics_summary
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFileError
@@ -47,11 +55,14 @@ def _sim_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S sim")
 
 
-def stats(run: Path) -> int:
-    """Print what a run file holds: entity counts, sim time span, refusals by code, the run's
-    state and its metrics."""
+def stats(run: Path, as_json: bool = False) -> int:
+    """Print what a run file holds: entity counts, sim time span, refusals by code, the model's
+    calls, the run's state and its metrics (``--json``: one JSON object)."""
     conn = open_readonly(run)
     try:
+        if as_json:
+            print(json.dumps(stats_json(conn, run), indent=1))
+            return 0
         print(f"run file  {run}")
         for table in COUNTED_TABLES:
             (count,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
@@ -65,11 +76,60 @@ def stats(run: Path) -> int:
         ).fetchall()
         for code, count in refusals:
             print(f"refused   {code:<32}{count:>8,}")
+        llm = llm_figures(conn)
+        if llm.calls:
+            print(
+                f"llm       {llm.calls:,} calls, {llm.errors:,} failed"
+                + (f" ({_kinds(llm.errors_by_kind)})" if llm.errors_by_kind else "")
+                + f", {llm.repaired:,} repaired; modes {_kinds(llm.modes) or 'unknown'}"
+            )
+            print(
+                f"llm       {llm.valid_actions:,} of {llm.proposed_actions:,} model actions"
+                f" accepted (valid rate {llm.valid_action_rate:.1%}, not_found"
+                f" {llm.not_found_rate:.1%})"
+            )
+            print(
+                f"llm       tokens {llm.prompt_tokens:,} prompt ({llm.cache_hit_rate:.0%} from"
+                f" the cache), {llm.completion_tokens:,} completion"
+                + (f"; {llm.estimated_calls:,} calls estimated" if llm.estimated_calls else "")
+            )
+            print(
+                f"llm       server p50 {llm.server_ms_p50 / 1000:.1f} s, p95"
+                f" {llm.server_ms_p95 / 1000:.1f} s; waiting for a slot p50"
+                f" {llm.queue_ms_p50 / 1000:.1f} s, p95 {llm.queue_ms_p95 / 1000:.1f} s"
+            )
         for line in metrics_summary(conn):
             print(line)
     finally:
         conn.close()
     return 0
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {kind}" for kind, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def stats_json(conn: sqlite3.Connection, run: Path) -> dict[str, Any]:
+    """``moltsim stats --json``: counts, time span, refusals, model calls, run state."""
+    counts = {
+        table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        for table in COUNTED_TABLES
+    }
+    first, last = conn.execute("SELECT MIN(sim_time), MAX(sim_time) FROM actions").fetchone()
+    refused = dict(
+        conn.execute(
+            "SELECT outcome, COUNT(*) FROM actions WHERE outcome != 'ok' GROUP BY outcome"
+        ).fetchall()
+    )
+    meta = dict(conn.execute("SELECT key, value FROM run_meta").fetchall())
+    return {
+        "run": str(run),
+        "state": meta.get("state"),
+        "counts": counts,
+        "sim_time": {"first": first, "last": last},
+        "refused": refused,
+        "llm": llm_figures(conn).as_json(),
+    }
 
 
 def _watch(run: Path, events: str | None = None) -> int:
@@ -147,6 +207,7 @@ async def _engine(
     start: float | None,
     tick: float | None = None,
     until: float | None = None,
+    step_timeout: float = 60.0,
 ) -> int:
     """Serve a run's engine on a broker until SIGINT or SIGTERM, then flush and stop.
 
@@ -166,7 +227,10 @@ async def _engine(
     else:
         now = RealtimeClock(start=begin, speed=speed, until=until).now
     gateway = await Gateway.open(engine, now)
-    server = EngineServer(gateway, address, accounts, speed=speed, stepped=stepped, until=until)
+    server = EngineServer(
+        gateway, address, accounts, speed=speed, stepped=stepped, until=until,
+        step_timeout=step_timeout,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -203,6 +267,41 @@ def _broker(run: Path, port: int | None) -> int:
         pass
     finally:
         broker.stop()
+    return 0
+
+
+async def _llm_check(path: Path) -> int:
+    """Check a scenario's model before a run: serve it if it is local, then each endpoint
+    answers, takes structured answers and makes two timed decisions; estimate the run."""
+    scenario = load_scenario(path)
+    agents = plan_agents(scenario, path)
+    if scenario.llm is None or not any(a.brain == "openai" for a in agents):
+        print(f'{path}: no agent uses a model (brain = "openai"); nothing to check')
+        return 0
+    setup = ModelSetup(scenario, agents)
+    try:
+        await setup.start()
+    finally:
+        setup.stop()
+    print("the model is ready for this scenario")
+    return 0
+
+
+def _llm_fetch(name: str | None) -> int:
+    """Download a local model into the cache (checked by sha256), for later runs offline."""
+    from moltsim.llm.local.catalog import DEFAULT_LOCAL_MODEL
+    from moltsim.llm.local.fetch import ensure_model
+
+    model = find_model(name or DEFAULT_LOCAL_MODEL)
+    path = ensure_model(model, progress=print)
+    print(f"{model.name}: {path}")
+    return 0
+
+
+def _llm_models() -> int:
+    """List the local models moltsim can fetch and serve itself."""
+    for model in MODELS.values():
+        print(f"{model.name:<22}{model.size / 1e6:>8,.0f} MB  {model.description}")
     return 0
 
 
@@ -245,6 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", help="override the sim duration (e.g. 6h)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument(
+        "--replay-llm", type=Path, metavar="RUN",
+        help="take the LLM agents' decisions from RUN's recordings instead of a model"
+        " (a stepped scenario; the run then exports as RUN did)",
+    )  # fmt: skip
+
+    p = commands.add_parser(
+        "llm",
+        help="the model side: check a scenario's model, fetch or list local models",
+        description="Check a scenario's model and estimate its run; fetch or list local models.",
+    )
+    llm = p.add_subparsers(dest="llm_command", metavar="LLM_COMMAND", required=True)
+    c = llm.add_parser("check", help="check a scenario's model and estimate the run",
+                       description=_llm_check.__doc__)  # fmt: skip
+    c.add_argument("scenario", type=Path)
+    c = llm.add_parser("fetch", help="download a local model", description=_llm_fetch.__doc__)
+    c.add_argument("model", nargs="?", help="a name from 'moltsim llm models'")
+    llm.add_parser("models", help="list the local models", description=_llm_models.__doc__)
 
     p = commands.add_parser(
         "validate",
@@ -255,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("stats", help="summarise a run file", description=stats.__doc__)
     p.add_argument("run", type=Path, help="a run folder or its run.db")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
 
     p = commands.add_parser(
         "watch", help="watch a run live in the terminal (read-only)", description=_watch.__doc__
@@ -308,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, help="sim time to start from (epoch seconds)")
     p.add_argument("--tick", type=float, help="stepped clock: sim seconds per tick")
     p.add_argument("--until", type=float, help="the end of the run: the clock stops there")
+    p.add_argument(
+        "--step-timeout", type=float, default=60.0,
+        help="stepped clock: seconds a tick waits for the pools (default 60)",
+    )  # fmt: skip
 
     p = commands.add_parser(
         "broker-config",
@@ -383,11 +505,20 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                 return run_scenario(
                     scenario_path=args.scenario, run_dir=args.run_dir, seed=args.seed,
                     broker_url=args.broker, duration=duration, resume=args.resume,
+                    replay_llm=args.replay_llm,
                 )  # fmt: skip
             case "validate":
                 return _validate(args.scenario)
+            case "llm":
+                match args.llm_command:
+                    case "check":
+                        return asyncio.run(_llm_check(args.scenario))
+                    case "fetch":
+                        return _llm_fetch(args.model)
+                    case _:
+                        return _llm_models()
             case "stats":
-                return stats(args.run)
+                return stats(args.run, args.json)
             case "watch":
                 return _watch(args.run, args.events)
             case "init":
@@ -405,8 +536,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                 return asyncio.run(_pool(args.db, args.pool, args.broker, {args.handle}, 1))
             case "engine":
                 return asyncio.run(
-                    _engine(args.db, args.broker, args.speed, args.start, args.tick, args.until)
-                )
+                    _engine(args.db, args.broker, args.speed, args.start, args.tick, args.until,
+                            args.step_timeout)
+                )  # fmt: skip
             case "broker-config":
                 return _broker_config(args.run, args.out, args.port)
             case "broker":
@@ -422,6 +554,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         ConfigError,
         SkillError,
         LlmConfigError,
+        LlmCheckError,
+        LocalModelError,
+        ReplayError,
     ) as exc:
         with contextlib.suppress(OSError):  # stderr may be a file on a full disk
             print(f"moltsim: {exc}", file=sys.stderr)

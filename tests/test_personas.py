@@ -219,8 +219,8 @@ def test_action_types_are_all_found() -> None:
 
 def test_skill_starts_with_its_version() -> None:
     text = _skill_text()
-    assert text.splitlines()[0] == "skill-version: 2"
-    assert load_skill(SKILL_FILE).version == 2
+    assert text.splitlines()[0] == "skill-version: 3"
+    assert load_skill(SKILL_FILE).version == 3
 
 
 @pytest.mark.parametrize("kind", SKILL_TYPES)

@@ -12,23 +12,23 @@ import heapq
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moltsim.agent.brains.base import Brain
-from moltsim.agent.brains.llm import LlmBrain, LlmConfig, LlmConfigError
+from moltsim.agent.brains.llm import LlmBrain
 from moltsim.agent.brains.offline import OfflineBrain
 from moltsim.agent.persona import Persona
 from moltsim.agent.runtime import HEARTBEAT_S, AgentRuntime
 from moltsim.agent.skill import Skill, load_skill
+from moltsim.llm.config import LlmConfig, LlmConfigError
+from moltsim.llm.endpoints import Endpoints
+from moltsim.llm.replay import Recordings
 from moltsim.runfolder import RunFolder
 from moltsim.store.runfile import RunFileError
 from moltsim.wire.client import PoolClient, RequestTimeout
 from moltsim.wire.connection import BrokerAddress
-
-if TYPE_CHECKING:
-    import openai
 
 log = logging.getLogger("moltsim.pool")
 POOL_CONNECT_TIMEOUT_S = 60.0
@@ -58,6 +58,8 @@ class PoolManifest(BaseModel):
     """Path of the skill file; the project's default skill when unset."""
     llm: LlmConfig | None = None
     """The endpoint of agents whose brain is ``openai``."""
+    llm_replay: str | None = None
+    """Path of recorded decisions to replay instead of calling the model (``--replay-llm``)."""
 
     @staticmethod
     def path(folder: RunFolder, pool: str) -> Path:
@@ -85,22 +87,31 @@ class PoolManifest(BaseModel):
 
 
 class BrainFactory:
-    """Builds each agent's brain; LLM brains of one pool share a client and a call limit."""
+    """Builds each agent's brain; LLM brains of one pool share its endpoints and their limit
+    on calls in flight (or, replaying, the recorded decisions)."""
 
-    def __init__(self, skill: Skill, llm: LlmConfig | None) -> None:
+    def __init__(self, skill: Skill, llm: LlmConfig | None, replay: Recordings | None = None):
         self.skill = skill
         self.llm = llm
-        self._client: openai.AsyncOpenAI | None = None
-        self._limit = asyncio.Semaphore(llm.concurrency if llm else 1)
+        self.replay = replay
+        self._endpoints: Endpoints | None = None
 
     def __call__(self, spec: AgentSpec) -> Brain:
         if spec.brain == "offline":
             return OfflineBrain(spec.persona, spec.seed, spec.handle)
         if self.llm is None:
             raise LlmConfigError(f"@{spec.handle} uses the openai brain but no [llm] is set")
-        if self._client is None:
-            self._client = self.llm.client()
-        return LlmBrain(spec.persona, self.skill, self.llm, self._client, self._limit, spec.handle)
+        if self.replay is None and self._endpoints is None:
+            if not self.llm.urls:
+                raise LlmConfigError(
+                    f"@{spec.handle}: the local model {self.llm.local} has no server; start"
+                    " the run with moltsim run, which serves it"
+                )
+            self._endpoints = Endpoints(self.llm)
+        return LlmBrain(
+            spec.persona, self.skill, self.llm, self._endpoints, spec.handle,
+            seed=spec.seed, recordings=self.replay,
+        )  # fmt: skip
 
 
 class Pool:
@@ -110,6 +121,8 @@ class Pool:
         self.concurrency = asyncio.Semaphore(concurrency)
         self.heartbeats = 0
         self.errors = 0
+        self.llm_failures: dict[str, int] = {}
+        """LLM decisions that came to nothing, by kind (timeout, connection, unparsable...)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wake agents as the sim clock reaches their heartbeats, until ``stop`` or the engine
@@ -186,8 +199,11 @@ class Pool:
         runtime = self.runtimes[index]
         async with self.concurrency:
             try:
-                await runtime.heartbeat(now, hold_writes=hold)
+                decision = await runtime.heartbeat(now, hold_writes=hold)
                 self.heartbeats += 1
+                if decision.usage and decision.usage.get("outcome") in ("error", "invalid"):
+                    kind = str(decision.usage.get("error") or "unparsable")
+                    self.llm_failures[kind] = self.llm_failures.get(kind, 0) + 1
             except (RequestTimeout, ConnectionError) as exc:
                 self.errors += 1
                 log.warning("@%s missed a heartbeat: %s", runtime.handle, exc)
@@ -223,7 +239,8 @@ async def run_pool(
         identifier=f"moltsim-{accounts.sim}-{pool}"
         + ("" if only is None else "-" + "-".join(sorted(only))),
     )
-    brains = BrainFactory(skill, manifest.llm)
+    replay = Recordings.load(Path(manifest.llm_replay)) if manifest.llm_replay else None
+    brains = BrainFactory(skill, manifest.llm, replay)
     runtimes = []
     shared: dict[str, Persona] = {}
     for spec in specs:
@@ -238,5 +255,14 @@ async def run_pool(
     async with client:
         log.info("pool %s: %d agents online (skill v%d)", pool, len(runtimes), skill.version)
         await host.run(stop)
-    log.info("pool %s: %d heartbeats, %d errors", pool, host.heartbeats, host.errors)
+    failed = ", ".join(f"{n} {kind}" for kind, n in sorted(host.llm_failures.items()))
+    log.info(
+        "pool %s: %d heartbeats, %d errors, %d LLM decisions failed%s", pool, host.heartbeats,
+        host.errors, sum(host.llm_failures.values()), f" ({failed})" if failed else "",
+    )  # fmt: skip
+    if replay is not None and (replay.drifted or replay.missing):
+        log.warning(
+            "pool %s: the replay drifted from its recording (%d requests differed, %d"
+            " decisions had no recording)", pool, replay.drifted, replay.missing,
+        )  # fmt: skip
     return host

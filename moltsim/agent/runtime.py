@@ -117,9 +117,10 @@ class AgentRuntime:
         authors = {item.post_id: item.author for item in feed}
         writes = [*joins, *decision.actions]
         if decision.usage:
-            # The model call's tokens and latency go into the run file like any action.
+            # The decision's record goes into the run file like any action, right before the
+            # actions it chose: the ledger then tells which writes the model made.
             self.usage.append(decision.usage)
-            writes.insert(0, decision.usage)
+            writes.insert(len(joins), decision.usage)
         if hold_writes:
             for action in writes:
                 task = asyncio.create_task(self.client.act(action))

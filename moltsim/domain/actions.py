@@ -169,16 +169,45 @@ class DeleteComment(_Action):
     comment_id: Id
 
 
+LlmError = Literal[
+    "", "timeout", "connection", "http_429", "http_4xx", "http_5xx", "not_chat", "unparsable"
+]
+"""Why a decision failed: the endpoint's answer (or its absence), or an answer that stayed
+invalid after the repair attempt."""
+MAX_LLM_REQUEST = 40_000
+MAX_LLM_ANSWER = 8_000
+Ms = Annotated[float, Field(ge=0, le=86_400_000)]
+Tokens = Annotated[int, Field(ge=0, le=10_000_000)]
+
+
 class ReportLlmCall(_Action):
-    """An LLM brain's accounting of one model call: tokens and latency, recorded in the run."""
+    """An LLM brain's record of one decision: what it asked, what the model answered (each
+    attempt, raw), tokens as the server reported them, and where the time went. Signed like any
+    action, so a run's recordings can be replayed without the model."""
 
     type: Literal["llm_call"] = "llm_call"
     model: Annotated[str, Field(min_length=1, max_length=200)]
-    prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
-    completion_tokens: Annotated[int, Field(ge=0, le=10_000_000)]
-    latency_ms: Annotated[float, Field(ge=0, le=86_400_000)]
+    prompt_tokens: Tokens
+    completion_tokens: Tokens
+    latency_ms: Ms
+    """Wall time of the whole decision, the wait for a free slot included."""
     outcome: Literal["ok", "repaired", "invalid", "error"]
     estimated: bool = False
+    error: LlmError = ""
+    queue_ms: Ms = 0.0
+    """Time spent waiting for a free slot on moltsim's side."""
+    server_ms: Ms = 0.0
+    """Time spent in HTTP calls to the server."""
+    cached_tokens: Tokens = 0
+    """Prompt tokens the server took from its prefix cache (where it reports them)."""
+    mode: Literal["", "json_schema", "json_object", "text"] = ""
+    endpoint: Annotated[str, Field(max_length=500)] = ""
+    request: Annotated[str, Field(max_length=MAX_LLM_REQUEST)] = ""
+    """The first request's messages as JSON text; a repair request is that plus the answer."""
+    answers: Annotated[
+        list[Annotated[str, Field(max_length=MAX_LLM_ANSWER)]], Field(max_length=2)
+    ] = []
+    """The model's raw answer to each attempt."""
 
 
 class _Moderate(_Action):

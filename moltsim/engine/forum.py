@@ -515,7 +515,9 @@ class Forum:
         st.next_llm_call_id += 1
         self.changes.llm_calls_new.append(
             (call_id, agent.id, now, action.model, action.prompt_tokens, action.completion_tokens,
-             action.latency_ms, action.outcome, int(action.estimated))
+             action.latency_ms, action.outcome, int(action.estimated), action.error,
+             action.queue_ms, action.server_ms, action.cached_tokens, action.mode,
+             action.endpoint, action.request, json.dumps(action.answers))
         )  # fmt: skip
         return Outcome.success(llm_call_id=call_id)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from moltsim.domain.actions import QUERY_TYPES
 from moltsim.export.snapshot import Snapshot
+from moltsim.store.llmstats import LlmFigures, llm_figures
 from moltsim.store.metrics import token_prices
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
@@ -86,6 +87,7 @@ class RunFigures:
     phrases: list[tuple[str, int, int]] = field(default_factory=list)
     llm: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Prompt and completion tokens by time bucket."""
+    llm_health: LlmFigures = field(default_factory=LlmFigures)
     prices: tuple[float, float] | None = None
     refusals: list[tuple[str, int]] = field(default_factory=list)
 
@@ -119,6 +121,7 @@ def compute(snap: Snapshot) -> RunFigures:
                 (start, figures.bucket_s),
             ):
                 figures.llm[bucket] = (int(prompt), int(completion))
+            figures.llm_health = llm_figures(snap.conn)
     figures.submolts = list(
         snap.rows(
             "SELECT name, post_count, subscriber_count FROM submolts"

@@ -84,6 +84,7 @@ def render(figures: RunFigures) -> str:
         ""
         if figures.prices is not None or not figures.llm
         else '<p class="muted">The scenario names no token prices, so no cost is shown.</p>',
+        *_llm_health(figures),
         "<h2>Refusals</h2>",
         _table(["code", "count"], [list(r) for r in figures.refusals])
         if figures.refusals
@@ -91,6 +92,28 @@ def render(figures: RunFigures) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _llm_health(figures: RunFigures) -> list[str]:
+    h = figures.llm_health
+    if not h.calls:
+        return []
+    kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(h.errors_by_kind.items())) or "none"
+    header = ["decisions", "failed", "repaired", "model actions", "accepted", "valid rate",
+              "not_found rate", "prompt tokens from cache"]  # fmt: skip
+    row: list[object] = [
+        h.calls, h.errors, h.repaired, h.proposed_actions, h.valid_actions,
+        f"{h.valid_action_rate:.1%}", f"{h.not_found_rate:.1%}", f"{h.cache_hit_rate:.1%}",
+    ]  # fmt: skip
+    return [
+        "<h2>How the model did</h2>",
+        _table(header, [row]),
+        f"<p>Failures by kind: {escape(kinds)}. Server time p50 {h.server_ms_p50 / 1000:.1f} s,"
+        f" p95 {h.server_ms_p95 / 1000:.1f} s; waiting for a free slot p50"
+        f" {h.queue_ms_p50 / 1000:.1f} s, p95 {h.queue_ms_p95 / 1000:.1f} s.</p>",
+        '<p class="muted">Valid rate: the model\'s writes the engine accepted, over its writes'
+        " and its answers that stayed invalid after one repair.</p>",
+    ]
 
 
 def write_report(run: str | Path, out: Path) -> None:

@@ -28,11 +28,15 @@ from moltsim.agent.pool import AgentSpec, PoolManifest
 from moltsim.engine.service import Engine
 from moltsim.identity.credentials import write_credentials
 from moltsim.identity.signing import Signer
+from moltsim.llm.config import LlmConfig
+from moltsim.llm.replay import REPLAY_FILE, ReplayError, read_recordings, write_replay
 from moltsim.logs import JsonFormatter
 from moltsim.runfolder import RunFolder
 from moltsim.scenario.children import Child
+from moltsim.scenario.llmhealth import LlmHealth
 from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
 from moltsim.scenario.metrics import Sampler, Watched, this_process
+from moltsim.scenario.modelsetup import ModelSetup
 from moltsim.scenario.schema import Event, Scenario
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFile, RunFileError
@@ -43,6 +47,8 @@ from moltsim.wire.link import Link
 from moltsim.wire.topics import Topics
 
 log = logging.getLogger("moltsim.run")
+STEP_TIMEOUT_S = 60.0
+"""How long a stepped tick waits for pools without LLM agents."""
 
 
 def sim_clock(seconds: float) -> str:
@@ -79,6 +85,8 @@ class Runner:
     broker_url: str | None = None
     duration: float | None = None
     resume: bool = False
+    replay_llm: Path | None = None
+    """A run whose recorded LLM decisions this run replays instead of calling the model."""
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
     stop_reason: str = ""
@@ -95,6 +103,7 @@ class Runner:
     _seen_call: int = 0
     _online: int = 0
     _sends: set[asyncio.Task[None]] = field(default_factory=set)
+    _llm: LlmHealth = field(default_factory=LlmHealth)
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -108,11 +117,32 @@ class Runner:
             updates["clock"] = clock.model_copy(update={"duration": self.duration})
         return scenario.model_copy(update=updates) if updates else scenario
 
-    @staticmethod
-    def _preflight(scenario: Scenario) -> None:
-        """Refuse to start what would fail later: an LLM run without its key in the env."""
+    def _preflight(self, scenario: Scenario) -> None:
+        """Refuse to start what would fail later: an LLM run without its key in the env, a
+        replay of a realtime scenario or of a run with no recordings."""
         if scenario.llm is not None and any(g.brain == "openai" for g in scenario.agents):
-            scenario.llm.client()  # raises LlmConfigError naming the missing variable
+            scenario.llm.api_key()  # raises LlmConfigError naming the missing variable
+        if self.replay_llm is not None:
+            if scenario.clock.mode != "stepped":
+                raise ReplayError(
+                    '--replay-llm needs a stepped scenario ([clock] mode = "stepped"): only a'
+                    " stepped run unfolds the same way twice"
+                )
+            self._recordings()
+
+    def _recordings(self) -> dict[str, list[dict[str, Any]]]:
+        assert self.replay_llm is not None
+        source = RunFolder.locate(self.replay_llm)
+        conn = open_readonly(source.db)
+        try:
+            recordings = read_recordings(conn)
+        except sqlite3.Error as exc:
+            raise ReplayError(f"cannot read the recordings of {source.path}: {exc}") from exc
+        finally:
+            conn.close()
+        if not recordings:
+            raise ReplayError(f"{source.path} has no recorded LLM decisions to replay")
+        return recordings
 
     def _pools(self, scenario: Scenario, planned: list[PlannedAgent]) -> list[PoolPlan]:
         plans: list[PoolPlan] = []
@@ -129,7 +159,9 @@ class Runner:
                 )
         return plans
 
-    async def _create(self, scenario: Scenario) -> tuple[RunFolder, list[PoolPlan]]:
+    async def _create(
+        self, scenario: Scenario, llm: LlmConfig | None
+    ) -> tuple[RunFolder, list[PoolPlan]]:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         path = self.run_dir or Path("runs") / f"{scenario.name}-{stamp}"
         folder = await RunFolder.create(path, rules=scenario.rules)
@@ -156,6 +188,9 @@ class Runner:
         finally:
             await engine.close()
         accounts = folder.accounts()
+        replay = None
+        if self.replay_llm is not None:
+            replay = str(write_replay(folder.path, self._recordings()))
         for plan in pools:
             specs = [
                 AgentSpec(handle=a.handle, persona=a.persona, brain=a.brain,
@@ -164,7 +199,7 @@ class Runner:
             ]  # fmt: skip
             heartbeat = plan.agents[0].heartbeat_s
             PoolManifest(pool=plan.name, agents=specs, heartbeat_s=heartbeat,
-                         llm=scenario.llm).save(folder)  # fmt: skip
+                         llm=llm or scenario.llm, llm_replay=replay).save(folder)  # fmt: skip
             if plan.join_at == 0:
                 await folder.register(
                     [(a.handle, persona_profile(a.persona)) for a in plan.agents], plan.name, start
@@ -196,12 +231,49 @@ class Runner:
     # --- running ------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Check and serve the model first, so that a dead endpoint is one line and no run
+        folder; then run; the local model server stops with the run, whatever ends it."""
         if self.resume:
             folder, pools, scenario = self._reopen()
         else:
             scenario = self._load()
             self._preflight(scenario)
-            folder, pools = await self._create(scenario)
+            folder, pools = None, self._pools(scenario, plan_agents(scenario, self.scenario_path))
+        agents = [a for p in pools for a in p.agents]
+        models = ModelSetup(scenario, agents, say=self.console.print)
+        llm_pools = sum(1 for p in pools if any(a.brain == "openai" for a in p.agents))
+        llm = None
+        if self.replay_llm is None and not self._replaying(folder):
+            llm = await models.start(pools=llm_pools)
+        try:
+            if folder is None:
+                folder, pools = await self._create(scenario, llm)
+            elif llm is not None:
+                self._point_pools(folder, pools, llm)
+            return await self._run(folder, pools, scenario, llm)
+        finally:
+            models.stop()
+            if folder is not None:
+                models.keep_log(folder.logs)
+
+    @staticmethod
+    def _replaying(folder: RunFolder | None) -> bool:
+        """Whether a run being resumed replays recordings (its pools need no model)."""
+        return folder is not None and (folder.path / REPLAY_FILE).exists()
+
+    @staticmethod
+    def _point_pools(folder: RunFolder, pools: list[PoolPlan], llm: LlmConfig) -> None:
+        """A resumed run's model may be served elsewhere now (a new local server's port)."""
+        for plan in pools:
+            path = PoolManifest.path(folder, plan.name)
+            if path.exists():
+                manifest = PoolManifest.load(folder, plan.name)
+                if manifest.llm is not None:
+                    manifest.model_copy(update={"llm": llm}).save(folder)
+
+    async def _run(
+        self, folder: RunFolder, pools: list[PoolPlan], scenario: Scenario, llm: LlmConfig | None
+    ) -> int:
         self._topics = folder.accounts().topics
         handler = logging.FileHandler(folder.logs / "run.jsonl")
         handler.setFormatter(JsonFormatter())
@@ -226,7 +298,8 @@ class Runner:
              "engine", "--db", str(folder.path), "--broker", address.url,
              "--speed", str(clock.speed), "--start", str(clock.start),
              "--until", str(end),
-             *(["--tick", str(clock.tick)] if clock.mode == "stepped" else [])],
+             *(["--tick", str(clock.tick), "--step-timeout", str(self._step_timeout(pools, llm))]
+               if clock.mode == "stepped" else [])],
             folder.logs / "engine.out",
         )  # fmt: skip
         children = [engine]
@@ -250,6 +323,7 @@ class Runner:
         interval = scenario.metrics.interval
         next_sample = 0.0
         broker_restarts = 0
+        was_failing = ""
 
         def watched() -> list[Watched]:
             procs = [this_process()]
@@ -292,6 +366,13 @@ class Runner:
                             broker, note = self._restart_broker(broker, folder)
                             broker_restarts += 1
                             notes.append(note)
+                        if (failing := self._llm.failing) != was_failing:
+                            was_failing = failing
+                            notes.append(
+                                f"the model's last {len(self._llm.recent)} calls failed"
+                                f" ({failing}); its pools back off and retry (logs/)"
+                                if failing else "the model answers again"
+                            )  # fmt: skip
                         for note in notes:
                             log.warning(note)
                             progress.console.print(f"[yellow]{note}[/yellow]")
@@ -346,6 +427,15 @@ class Runner:
             engine.stop()
             if broker is not None:
                 broker.stop()
+            self._stats(folder, scenario)
+            if self._llm.all_failed and self.end_state != "failed":
+                # Nothing the model was asked came back: the run holds no LLM behaviour at all.
+                self.stop_reason = (
+                    f"{self.stop_reason or 'stopped'}, but every one of the {self._llm.calls:,}"
+                    f" model calls failed ({self._llm.failure_text()}): see {folder.logs} and"
+                    f" moltsim llm check {self.scenario_path}"
+                )
+                self.end_state = "failed"
             await self._record_end(folder)
         stats = self._stats(folder, scenario)
         log.info(
@@ -364,6 +454,20 @@ class Runner:
         logging.getLogger().removeHandler(handler)
         handler.close()
         return 1 if self.end_state == "failed" else 0
+
+    @staticmethod
+    def _step_timeout(pools: list[PoolPlan], llm: LlmConfig | None) -> float:
+        """How long a stepped tick waits for the pools: long enough for every LLM decision of
+        the busiest pool (each call may time out, be retried, and need a repair), so that a
+        slow model slows the run down instead of leaving decisions out of their tick."""
+        if llm is None:
+            return STEP_TIMEOUT_S
+        if llm.step_timeout_s is not None:
+            return llm.step_timeout_s
+        busiest = max(sum(a.brain == "openai" for a in p.agents) for p in pools)
+        per_decision = llm.timeout_s * (llm.max_retries + 1) * 2
+        rounds = math.ceil(busiest / (llm.concurrency or 1))
+        return STEP_TIMEOUT_S + per_decision * rounds
 
     def _interrupt(self) -> None:
         self.stop_reason = self.stop_reason or "interrupted (Ctrl-C or SIGTERM)"
@@ -509,6 +613,7 @@ class Runner:
                 " MAX(id) FROM llm_calls WHERE id > ?",
                 (self._seen_call,),
             ).fetchone()
+            self._llm.read(conn)
             posts = conn.execute("SELECT COALESCE(MAX(id), 0) FROM posts").fetchone()[0]
             comments = conn.execute("SELECT COALESCE(MAX(id), 0) FROM comments").fetchone()[0]
         except sqlite3.Error:
@@ -538,11 +643,12 @@ class Runner:
             return f"the cost budget (${b.max_cost_usd:.2f}) was reached"
         return ""
 
-    @staticmethod
-    def _status(now: float, stats: Stats, online: int) -> str:
+    def _status(self, now: float, stats: Stats, online: int) -> str:
+        llm = self._llm.status()
         return (
             f"{sim_clock(now)} | {stats.actions:,} actions ({stats.refused:,} refused)"
             f" | {online} agents online | {stats.tokens:,} tokens ${stats.cost_usd:.2f}"
+            + (f" | {llm}" if llm else "")
         )
 
     def _progress(self) -> Progress:

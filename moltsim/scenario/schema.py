@@ -21,9 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from moltsim.agent.brains.llm import LlmConfig
 from moltsim.domain.actions import HANDLE_PATTERN, SUBMOLT_NAME_PATTERN
 from moltsim.engine.rules import Rules
+from moltsim.llm.config import LlmConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800, None: 1}

@@ -46,7 +46,8 @@ INSERT_ACTION = (
 )
 INSERT_LLM_CALL = (
     "INSERT INTO llm_calls (id, agent_id, sim_time, model, prompt_tokens, completion_tokens,"
-    " latency_ms, outcome, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " latency_ms, outcome, estimated, error, queue_ms, server_ms, cached_tokens, mode, endpoint,"
+    " request, answers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPSERT_VOTE = (
     "INSERT INTO votes (target_kind, target_id, agent_id, value, voted_at) VALUES (?, ?, ?, ?, ?)"

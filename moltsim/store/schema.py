@@ -183,9 +183,23 @@ CREATE TABLE metrics (
 CREATE INDEX metrics_name ON metrics (name, id);
 """
 
+LLM_RECORDINGS = """
+-- What each LLM decision asked and got back, why it failed, and where its time went: enough to
+-- tell why an answer was invalid, and to replay a run without the model.
+ALTER TABLE llm_calls ADD COLUMN error TEXT NOT NULL DEFAULT '';      -- '' or a kind: timeout, ...
+ALTER TABLE llm_calls ADD COLUMN queue_ms REAL NOT NULL DEFAULT 0;    -- waiting for a free slot
+ALTER TABLE llm_calls ADD COLUMN server_ms REAL NOT NULL DEFAULT 0;   -- in HTTP calls
+ALTER TABLE llm_calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE llm_calls ADD COLUMN mode TEXT NOT NULL DEFAULT '';       -- json_schema, ..., text
+ALTER TABLE llm_calls ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+ALTER TABLE llm_calls ADD COLUMN request TEXT NOT NULL DEFAULT '';    -- the messages, JSON
+ALTER TABLE llm_calls ADD COLUMN answers TEXT NOT NULL DEFAULT '[]';  -- raw answers, JSON list
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", INITIAL),
     ("0002_llm_calls", LLM_CALLS),
     ("0003_metrics", METRICS),
+    ("0004_llm_recordings", LLM_RECORDINGS),
 ]
 """Ordered ``(name, sql)`` pairs; each runs once, in its own transaction."""

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from moltsim.engine.rules import HOUR
+from moltsim.store.llmstats import calls_since, percentile
 from moltsim.store.metrics import run_state, token_prices
 
 ACTIVE_WINDOW_S = 30.0
@@ -37,6 +38,10 @@ class Pulse:
     completion_tokens: int
     cost_usd: float | None
     """``None`` when the scenario names no token prices."""
+    llm_calls: int
+    llm_failed: int
+    """Model decisions that came to nothing (a failed call, an answer invalid after repair)."""
+    llm_server_p50_ms: float
     max_post_id: int
     max_comment_id: int
     max_action_id: int
@@ -50,6 +55,9 @@ class HeaderReader:
         self._actions = 0
         self._refusals = 0
         self._llm_id = 0
+        self._call_id = 0
+        self._llm_failed = 0
+        self._server_ms: list[float] = []
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._prices: tuple[float, float] | None = None
@@ -82,6 +90,10 @@ class HeaderReader:
             self._prompt_tokens += prompt
             self._completion_tokens += completion
             self._llm_id = last_call or self._llm_id
+            for call in calls_since(conn, self._call_id):
+                self._call_id = call.id
+                self._llm_failed += call.outcome not in ("ok", "repaired")
+                self._server_ms.append(call.server_ms)
         last_row = conn.execute(
             "SELECT sim_time, wall_time FROM actions ORDER BY id DESC LIMIT 1"
         ).fetchone()
@@ -119,6 +131,9 @@ class HeaderReader:
             prompt_tokens=self._prompt_tokens,
             completion_tokens=self._completion_tokens,
             cost_usd=cost,
+            llm_calls=len(self._server_ms),
+            llm_failed=self._llm_failed,
+            llm_server_p50_ms=percentile(self._server_ms, 0.5),
             max_post_id=max_post,
             max_comment_id=max_comment,
             max_action_id=self._action_id,

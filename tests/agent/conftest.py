@@ -7,7 +7,6 @@ The LLM brain is always tested through the real ``openai`` client over real HTTP
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import secrets
@@ -20,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from moltsim.agent.brains.llm import LlmBrain, LlmConfig
@@ -29,6 +27,7 @@ from moltsim.agent.persona import Persona, load_persona
 from moltsim.agent.skill import Skill, load_skill
 from moltsim.identity.credentials import Credentials
 from moltsim.identity.signing import Signer
+from moltsim.llm.endpoints import Endpoints
 from moltsim.wire.client import AgentClient, PoolClient, Result
 from moltsim.wire.connection import BrokerAddress
 from moltsim.wire.topics import Topics
@@ -114,6 +113,8 @@ class FakeLlmServer:
         self.requests: list[Seen] = []
         self.script: deque[Reply] = deque()
         self.default = Reply(answer([]))
+        self.refuse_formats: set[str] = set()
+        """``response_format`` types answered with a 400, as servers without them do."""
         self.in_flight = 0
         self.max_in_flight = 0
         self.closing = threading.Event()
@@ -125,6 +126,18 @@ class FakeLlmServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    raw = json.dumps({"object": "list", "data": [{"id": MODEL}]}).encode()
+                    self.send_response(200)
+                else:
+                    raw = b'{"error": {"message": "not found"}}'
+                    self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -168,8 +181,12 @@ class FakeLlmServer:
         try:
             if reply.delay:
                 self.closing.wait(reply.delay)
+            wanted = (seen.json().get("response_format") or {}).get("type", "text")
             if seen.path != "/v1/chat/completions":
                 status, payload = 404, {"error": {"message": f"no route {seen.path}"}}
+            elif wanted in self.refuse_formats:
+                status = 400
+                payload = {"error": {"message": f"response_format {wanted} is not supported"}}
             elif reply.status != 200:
                 status = reply.status
                 payload = {"error": {"message": f"scripted {status}", "type": "server_error"}}
@@ -234,29 +251,29 @@ BrainMaker = Callable[..., LlmBrain]
 async def make_llm_brain(
     llm_server: FakeLlmServer, api_key: str, skill: Skill
 ) -> AsyncIterator[BrainMaker]:
-    """``make(persona=None, *, handle=None, limit=None, **LlmConfig fields)``: an LlmBrain
+    """``make(persona=None, *, handle=None, endpoints=None, **LlmConfig fields)``: an LlmBrain
     on the real openai client pointed at ``llm_server``. Clients are closed afterwards."""
-    clients: list[openai.AsyncOpenAI] = []
+    made: list[Endpoints] = []
 
     def make(
         who: Persona | None = None,
         *,
         handle: str | None = None,
-        limit: asyncio.Semaphore | None = None,
+        endpoints: Endpoints | None = None,
         **settings: Any,
     ) -> LlmBrain:
         config = LlmConfig.model_validate(
             {"base_url": llm_server.base_url, "model": MODEL, "api_key_env": KEY_ENV,
              "max_retries": 2, "timeout_s": 5.0} | settings
         )  # fmt: skip
-        client = config.client()
-        clients.append(client)
-        semaphore = limit or asyncio.Semaphore(config.concurrency)
-        return LlmBrain(who or persona(), skill, config, client, semaphore, handle)
+        if endpoints is None:
+            endpoints = Endpoints(config)
+            made.append(endpoints)
+        return LlmBrain(who or persona(), skill, config, endpoints, handle)
 
     yield make
-    for client in clients:
-        await client.close()
+    for endpoints in made:
+        await endpoints.aclose()
 
 
 # --- observations -----------------------------------------------------------------------------

@@ -95,8 +95,16 @@ async def test_valid_answer_becomes_actions_and_usage(
     assert body["model"] == MODEL
     assert body["max_tokens"] == 321
     assert body["temperature"] == 0.3
-    assert body["response_format"] == {"type": "json_object"}
+    assert body["response_format"]["type"] == "json_schema", "the most constrained mode first"
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["thoughts", "actions"]
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert report.mode == "json_schema"
+    assert report.endpoint == llm_server.base_url.rstrip("/")
+    assert json.loads(report.request) == body["messages"], "the request is recorded whole"
+    assert report.answers == [answer(ACTIONS, "framework time")], "so is the raw answer"
+    assert report.server_ms > 0 and report.queue_ms >= 0
+    assert report.error == ""
 
 
 async def test_usage_is_estimated_when_the_server_reports_none(
@@ -494,7 +502,17 @@ def test_missing_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv(KEY_ENV, raising=False)
     config = LlmConfig(base_url="http://127.0.0.1:9/v1", model=MODEL, api_key_env=KEY_ENV)
     with pytest.raises(LlmConfigError, match=KEY_ENV):
-        config.client()
+        config.client("http://127.0.0.1:9/v1")
+
+
+def test_a_keyless_server_needs_no_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local server takes no key: without api_key_env, none is needed (OPENAI_API_KEY is
+    used when it is set)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = LlmConfig(base_url="http://127.0.0.1:9/v1")
+    assert config.api_key() == "none"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    assert config.api_key() == "sk-from-env"
 
 
 def test_an_openai_agent_without_llm_settings_is_a_config_error(skill: Skill) -> None:
@@ -515,11 +533,14 @@ async def test_brains_of_a_pool_share_one_client_and_the_call_limit(
     try:
         assert all(isinstance(b, LlmBrain) for b in brains)
         llm_brains = [b for b in brains if isinstance(b, LlmBrain)]
-        assert len({id(b.client) for b in llm_brains}) == 1
+        assert len({id(b.endpoints) for b in llm_brains}) == 1
         llm_server.default = Reply(answer([]), delay=0.1)
         decisions = await asyncio.gather(*(b.decide(observation(FEED)) for b in llm_brains))
         assert all(usage_of(d).outcome == "ok" for d in decisions)
         assert len(llm_server.requests) == 6
         assert llm_server.max_in_flight == 2
+        assert max(usage_of(d).queue_ms for d in decisions) >= 100, "waits for a slot are told"
     finally:
-        await llm_brains[0].client.close()
+        endpoints = llm_brains[0].endpoints
+        assert endpoints is not None
+        await endpoints.aclose()

@@ -2,18 +2,20 @@
 
 The prompt has a stable prefix — the skill, then the persona — so that servers with prefix
 caching (vLLM, llama.cpp, OpenAI) reuse it on every heartbeat; only the observation changes.
-Everything other agents wrote is fenced as untrusted data. Output is parsed into the same
-pydantic action models the engine uses; invalid output gets one repair attempt, then the
-heartbeat is a recorded no-op.
+Everything other agents wrote is fenced as untrusted data. The answer is asked for in the most
+constrained form the endpoint takes (a JSON schema whose ids are those the agent was shown,
+then any JSON object, then plain text), parsed into the same pydantic action models the engine
+uses, and checked against what the agent was shown; an invalid answer gets one repair
+attempt, then the heartbeat is a recorded no-op. Every decision is recorded whole (request,
+raw answers, tokens, timings), so a run can be replayed without the model.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,11 +24,23 @@ from moltsim.agent.brains.base import MAX_ACTIONS, Decision
 from moltsim.agent.observation import Observation, excerpt
 from moltsim.agent.persona import Persona
 from moltsim.agent.skill import Skill
-from moltsim.domain.actions import ACTION_ADAPTER, QUERY_TYPES
+from moltsim.domain.actions import (
+    ACTION_ADAPTER,
+    MAX_LLM_ANSWER,
+    MAX_LLM_REQUEST,
+    QUERY_TYPES,
+    CreateComment,
+    Vote,
+)
+from moltsim.llm.answers import answer_schema
+from moltsim.llm.config import LlmConfig, LlmConfigError
+from moltsim.llm.endpoints import Endpoints, Exchange, estimate_tokens
+from moltsim.llm.replay import Recordings
 
-if TYPE_CHECKING:  # openai takes over half a second to import: only pools with LLM agents do
-    import openai
+if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
+
+__all__ = ["FENCE", "LlmBrain", "LlmConfig", "LlmConfigError", "estimate_tokens", "fence"]
 
 FENCE = "untrusted-content"
 OBSERVATION_CHARS = 1_600
@@ -34,43 +48,6 @@ OBSERVATION_CHARS = 1_600
 MEMORY_CHARS = 360
 EXCERPT_CHARS = 120
 SAMPLE_CHARS = 120
-
-
-class LlmConfig(BaseModel):
-    """Where and how to call the model. The key is read from an environment variable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str
-    model: str
-    api_key_env: str = "OPENAI_API_KEY"
-    """The *name* of the environment variable that holds the key, never the key."""
-    max_tokens: int = Field(600, gt=0)
-    temperature: float = Field(0.7, ge=0, le=2)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    """Retries with backoff on 429, 5xx and timeouts (done by the openai client)."""
-    concurrency: int = Field(8, gt=0)
-    """Calls in flight at once per pool."""
-
-    def client(self) -> openai.AsyncOpenAI:
-        import openai
-
-        key = os.environ.get(self.api_key_env)
-        if key is None:
-            raise LlmConfigError(
-                f"the environment variable {self.api_key_env} (the API key) is not set"
-            )
-        return openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=key or "none",
-            timeout=self.timeout_s,
-            max_retries=self.max_retries,
-        )
-
-
-class LlmConfigError(Exception):
-    pass
 
 
 class _Answer(BaseModel):
@@ -101,9 +78,38 @@ def _bounded_memory(memory: str) -> str:
     return text
 
 
-def estimate_tokens(text: str) -> int:
-    """A labelled estimate (characters / 4) for when the server reports no usage."""
-    return max(1, len(text) // 4)
+class Shown:
+    """The ids an observation showed: the only ones an answer may name."""
+
+    def __init__(self, obs: Observation) -> None:
+        self.posts = [item.post_id for item in obs.feed]
+        self.comments = [n.comment_id for n in obs.notifications if n.comment_id]
+        self.submolts = list(obs.submolts[:12])
+        actors = [item.author for item in obs.feed] + [n.actor for n in obs.notifications]
+        self.agents = sorted({a for a in actors if a != obs.me and not a.startswith("[")})
+
+    def schema(self) -> dict[str, Any]:
+        return answer_schema(self.posts, self.comments, self.submolts, self.agents)
+
+    def problem(self, action: Any) -> str | None:
+        """Why an action names something the agent was not shown, or ``None``."""
+        if isinstance(action, CreateComment):
+            if action.parent_id is not None and action.parent_id not in self.comments:
+                listed = ", ".join(map(str, self.comments)) or "none"
+                return (
+                    f"parent_id {action.parent_id} is not a comment from your notifications"
+                    f" (comments: {listed}); to comment on a post use post_id instead"
+                )
+            if action.parent_id is None and action.post_id not in self.posts:
+                listed = ", ".join(map(str, self.posts)) or "none"
+                return f"post_id {action.post_id} is not a post in your feed (posts: {listed})"
+        if isinstance(action, Vote):
+            ids = self.posts if action.target == "post" else self.comments
+            if action.id not in ids:
+                listed = ", ".join(map(str, ids)) or "none"
+                kind = action.target
+                return f"{kind} {action.id} was not shown to you ({kind}s: {listed})"
+        return None
 
 
 class LlmBrain:
@@ -112,16 +118,23 @@ class LlmBrain:
         persona: Persona,
         skill: Skill,
         config: LlmConfig,
-        client: openai.AsyncOpenAI,
-        limit: asyncio.Semaphore,
+        endpoints: Endpoints | None,
         handle: str | None = None,
+        *,
+        seed: int = 0,
+        recordings: Recordings | None = None,
     ) -> None:
+        """``recordings``: replay a run's decisions instead of calling ``endpoints``."""
+        if endpoints is None and recordings is None:
+            raise LlmConfigError("an LLM brain needs endpoints to call or recordings to replay")
         self.persona = persona
         self.skill = skill
         self.config = config
-        self.client = client
-        self.limit = limit
+        self.endpoints = endpoints
+        self.recordings = recordings
         self.handle = handle or persona.handle
+        self.seed = seed
+        self.decisions = 0
         self.system = self._system_prompt()
         self.last_prompt: list[ChatCompletionMessageParam] = []
 
@@ -144,7 +157,10 @@ class LlmBrain:
     def user_prompt(self, obs: Observation) -> str:
         """The observation within :data:`OBSERVATION_CHARS`: memory, then notifications, then
         the feed, each item whole or not at all, so the prompt stays the same size however
-        busy the network is (the runtime already caps how many items it fetches)."""
+        busy the network is (the runtime already caps how many items it fetches).
+
+        Each item says what its id is: ``post 12`` (comment on it with ``post_id``) or
+        ``comment 31`` (reply to it with ``parent_id``)."""
         lines = [f"Sim time {obs.now:.0f}. You are @{obs.me}.", _bounded_memory(obs.memory)]
         known = f"Known submolts: {', '.join(obs.submolts[:12]) or '(none)'}"
         headings = "Notifications:\n(none)\nFeed:\n(empty)\n"
@@ -152,9 +168,12 @@ class LlmBrain:
         feed_share = budget // 2 if obs.feed else 0  # notifications never crowd out the feed
         notes: list[str] = []
         for n in obs.notifications:
-            where = f" on post {n.post_id}" if n.post_id else ""
-            ref = f" comment {n.comment_id}" if n.comment_id else ""
-            item = f"- #{n.id} {n.kind} from @{n.actor}{where}{ref}"
+            item = f"- #{n.id} {n.kind} from @{n.actor}"
+            if n.comment_id:
+                item += f": their comment {n.comment_id}"
+                item += f" on post {n.post_id}" if n.post_id else ""
+            elif n.post_id:
+                item += f" on post {n.post_id}"
             if n.excerpt:
                 item += "\n" + fence(excerpt(n.excerpt, EXCERPT_CHARS), n.kind)
             if len(item) + 1 > budget - feed_share:
@@ -164,7 +183,7 @@ class LlmBrain:
         posts: list[str] = []
         for post in obs.feed:
             item = (
-                f"- post {post.post_id} m/{post.submolt} @{post.author}"
+                f"- post {post.post_id} in m/{post.submolt} by @{post.author},"
                 f" score {post.score}, {post.comment_count} comments\n"
                 + fence(f"{post.title}\n{excerpt(post.excerpt, EXCERPT_CHARS)}", "post")
             )
@@ -177,76 +196,73 @@ class LlmBrain:
         return "\n".join(lines)
 
     async def decide(self, observation: Observation) -> Decision:
-        import openai
-        from openai.types.chat import ChatCompletion
-
+        self.decisions += 1
+        shown = Shown(observation)
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": self.system},
             {"role": "user", "content": self.user_prompt(observation)},
         ]
+        request = json.dumps(messages, ensure_ascii=False)
+        if len(request) > MAX_LLM_REQUEST:
+            request = request[: MAX_LLM_REQUEST - 1] + "…"
+        if self.recordings is not None:
+            return self._replay(request, shown)
+        assert self.endpoints is not None
         started = time.perf_counter()
-        prompt_tokens = completion_tokens = 0
-        estimated = False
-        outcome = "invalid"
+        seed = zlib.crc32(f"{self.seed}:{self.handle}:{self.decisions}".encode())
+        schema = shown.schema()
+        record = Record(self.config.model)
         actions: list[dict[str, Any]] = []
         thoughts = ""
         for attempt in range(2):
             self.last_prompt = list(messages)
-            try:
-                async with self.limit:
-                    response = await self.client.chat.completions.create(
-                        model=self.config.model,
-                        messages=messages,
-                        max_tokens=self.config.max_tokens,
-                        temperature=self.config.temperature,
-                        response_format={"type": "json_object"},
-                    )
-            except (openai.APIError, openai.APITimeoutError, ValueError, TypeError) as exc:
-                outcome = "error"
-                thoughts = f"model call failed: {type(exc).__name__}"
+            exchange = await self.endpoints.complete(messages, schema, seed=seed)
+            record.add(exchange)
+            if exchange.error:
+                record.outcome = "error"
+                thoughts = f"model call failed: {exchange.error}"
                 break
-            if not isinstance(response, ChatCompletion):
-                outcome = "error"
-                thoughts = "the endpoint did not answer with a chat completion"
-                break
-            content = response.choices[0].message.content or "" if response.choices else ""
-            if response.usage is not None:
-                prompt_tokens += response.usage.prompt_tokens
-                completion_tokens += response.usage.completion_tokens
-            else:
-                estimated = True
-                prompt_tokens += sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
-                completion_tokens += estimate_tokens(content)
-            problem, actions, thoughts = self._parse(content)
+            content = exchange.content
+            problem, actions, thoughts = self._parse(content, shown)
             if problem is None:
-                outcome = "ok" if attempt == 0 else "repaired"
+                record.outcome = "ok" if attempt == 0 else "repaired"
                 break
+            record.error = "unparsable"
             messages += [
                 {"role": "assistant", "content": content[:4_000]},
                 {
                     "role": "user",
                     "content": f"That answer was not valid: {problem}. Reply again with only the"
                     ' JSON object {"thoughts": "...", "actions": [...]} using the action shapes'
-                    " from the instructions.",
+                    " from the instructions and only ids shown to you.",
                 },
             ]
             actions = []
-        usage = {
-            "type": "llm_call",
-            "model": self.config.model,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "outcome": outcome,
-            "estimated": estimated,
-        }
+        if record.outcome in ("ok", "repaired"):
+            record.error = ""
+        usage = record.action(request, (time.perf_counter() - started) * 1000)
         return Decision(actions, thoughts, usage)
 
+    def _replay(self, request: str, shown: Shown) -> Decision:
+        """The recorded decision, parsed as it was: the same answers give the same actions."""
+        assert self.recordings is not None
+        recorded = self.recordings.take(self.handle, request)
+        if recorded is None:
+            return Decision([], "no recorded decision left to replay")
+        actions: list[dict[str, Any]] = []
+        thoughts = ""
+        for content in recorded.get("answers", []):
+            problem, actions, thoughts = self._parse(content, shown)
+            if problem is None:
+                break
+            actions = []
+        return Decision(actions, thoughts, recorded)
+
     @staticmethod
-    def _parse(content: str) -> tuple[str | None, list[dict[str, Any]], str]:
+    def _parse(content: str, shown: Shown) -> tuple[str | None, list[dict[str, Any]], str]:
         """``(problem, actions, thoughts)``; ``problem`` is ``None`` when all is valid."""
         try:
-            answer = _Answer.model_validate(json.loads(content))
+            answer = _Answer.model_validate(json.loads(_json_part(content)))
         except (ValueError, ValidationError) as exc:
             return f"not the JSON object asked for ({str(exc)[:200]})", [], ""
         actions: list[dict[str, Any]] = []
@@ -259,7 +275,60 @@ class LlmBrain:
                 return f"action {index}: {where}: {first['msg']}", [], answer.thoughts
             if action.type in QUERY_TYPES or action.type == "llm_call":
                 return f"action {index}: {action.type} is not allowed in an answer", [], ""
+            if problem := shown.problem(action):
+                return f"action {index}: {problem}", [], answer.thoughts
             actions.append(
                 action.model_dump(mode="json", exclude_defaults=True) | {"type": action.type}
             )
         return None, actions, answer.thoughts
+
+
+_FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
+
+
+def _json_part(content: str) -> str:
+    """The JSON object of a plain-text answer: models without a JSON mode often wrap it in a
+    code fence or a sentence."""
+    text = content.strip()
+    if text.startswith("{"):
+        return text
+    if match := _FENCED_JSON.search(text):
+        return match.group(1)
+    first, last = text.find("{"), text.rfind("}")
+    return text[first : last + 1] if 0 <= first < last else text
+
+
+class Record:
+    """One decision's ``llm_call`` record, summed over its attempts."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.outcome = "invalid"
+        self.error = ""
+        self.exchanges: list[Exchange] = []
+
+    def add(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+        if exchange.error:
+            self.error = exchange.error
+
+    def action(self, request: str, latency_ms: float) -> dict[str, Any]:
+        xs = self.exchanges
+        last = xs[-1]
+        return {
+            "type": "llm_call",
+            "model": self.model,
+            "prompt_tokens": sum(x.prompt_tokens for x in xs),
+            "completion_tokens": sum(x.completion_tokens for x in xs),
+            "latency_ms": round(latency_ms, 3),
+            "outcome": self.outcome,
+            "estimated": any(x.estimated for x in xs),
+            "error": self.error,
+            "queue_ms": round(sum(x.queue_ms for x in xs), 3),
+            "server_ms": round(sum(x.server_ms for x in xs), 3),
+            "cached_tokens": sum(x.cached_tokens for x in xs),
+            "mode": last.mode,
+            "endpoint": last.endpoint[:500],
+            "request": request,
+            "answers": [x.content[:MAX_LLM_ANSWER] for x in xs if not x.error],
+        }

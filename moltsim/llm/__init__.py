@@ -1,0 +1,1 @@
+"""Language models: endpoints, structured answers, recordings, and a local model server."""

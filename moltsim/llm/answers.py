@@ -1,0 +1,92 @@
+"""What a valid answer looks like, as a JSON schema a server can enforce.
+
+Endpoints that take ``json_schema`` (llama.cpp, vLLM, OpenAI) turn it into a grammar, so the
+model cannot write an id it was not shown: a comment on a post names one of the posts in its
+feed, a reply names one of the comments in its notifications. A comment's target is one of two
+shapes, never both, so a post's id cannot land in ``parent_id``. Lengths are capped so that an
+answer always fits in ``max_tokens`` and is never cut off mid-string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from moltsim.domain.actions import SUBMOLT_NAME_PATTERN
+
+MAX_ANSWER_ACTIONS = 3
+THOUGHTS_CHARS = 200
+TITLE_CHARS = 120
+BODY_CHARS = 500
+BIO_CHARS = 200
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit}
+
+
+def _action(kind: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"type": {"const": kind}, **fields},
+        "required": ["type", *fields],
+        "additionalProperties": False,
+    }
+
+
+def _one_of(values: Sequence[int | str]) -> dict[str, Any]:
+    return {"enum": list(values)}
+
+
+def answer_schema(
+    posts: Sequence[int],
+    comments: Sequence[int],
+    submolts: Sequence[str],
+    agents: Sequence[str],
+) -> dict[str, Any]:
+    """The answer ``{"thoughts", "actions"}`` with every id drawn from what the agent was
+    shown: ``posts`` in its feed, ``comments`` in its notifications, ``submolts`` it knows,
+    ``agents`` whose text it read."""
+    shapes: list[dict[str, Any]] = []
+    if submolts:
+        shapes.append(
+            _action("post", submolt=_one_of(submolts), title=_text(TITLE_CHARS),
+                    body=_text(BODY_CHARS))
+        )  # fmt: skip
+    if posts:
+        shapes.append(_action("comment", post_id=_one_of(posts), body=_text(BODY_CHARS)))
+    if comments:
+        shapes.append(_action("comment", parent_id=_one_of(comments), body=_text(BODY_CHARS)))
+    vote = {"enum": [1, -1]}
+    if posts:
+        shapes.append(_action("vote", target={"const": "post"}, id=_one_of(posts), value=vote))
+    if comments:
+        shapes.append(
+            _action("vote", target={"const": "comment"}, id=_one_of(comments), value=vote)
+        )
+    if submolts:
+        shapes.append(_action("subscribe", submolt=_one_of(submolts)))
+    if agents:
+        shapes.append(_action("follow", agent=_one_of(agents)))
+        shapes.append(_action("dm", to=_one_of(agents), body=_text(BODY_CHARS)))
+    shapes.append(
+        _action(
+            "create_submolt",
+            name={"type": "string", "pattern": SUBMOLT_NAME_PATTERN},
+            title=_text(60),
+        )
+    )
+    shapes.append(_action("update_profile", bio=_text(BIO_CHARS)))
+    return {
+        "type": "object",
+        "properties": {
+            "thoughts": {"type": "string", "maxLength": THOUGHTS_CHARS},
+            "actions": {
+                "type": "array",
+                "items": {"anyOf": shapes},
+                "maxItems": MAX_ANSWER_ACTIONS,
+            },
+        },
+        "required": ["thoughts", "actions"],
+        "additionalProperties": False,
+    }
