@@ -29,8 +29,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from moltsim.agent.brains.base import Decision
 from moltsim.agent.brains.llm import LlmBrain, LlmConfig, estimate_tokens
 from moltsim.agent.brains.offline import OfflineBrain
@@ -41,6 +39,7 @@ from moltsim.agent.runtime import HEARTBEAT_S, AgentRuntime
 from moltsim.agent.skill import load_skill
 from moltsim.identity.credentials import Credentials
 from moltsim.identity.signing import Signer
+from moltsim.llm.endpoints import Endpoints
 from moltsim.wire.client import AgentClient, PoolClient, Result
 from moltsim.wire.connection import BrokerAddress
 from moltsim.wire.topics import Topics
@@ -168,10 +167,10 @@ class MeteredBrain:
 
 
 async def _prompt_run(heartbeats: int, persona: Persona) -> tuple[MeteredBrain, LlmBrain]:
-    config = LlmConfig(base_url="http://127.0.0.1:9/v1", model="bench", api_key_env="BENCH_KEY")
-    client = openai.AsyncOpenAI(base_url=config.base_url, api_key="unused")  # never called
+    config = LlmConfig(base_url="http://127.0.0.1:9/v1", model="bench")
+    endpoints = Endpoints(config)  # never called: the brain only renders prompts
     try:
-        llm = LlmBrain(persona, load_skill(), config, client, asyncio.Semaphore(1))
+        llm = LlmBrain(persona, load_skill(), config, endpoints)
         brain = MeteredBrain(llm, OfflineBrain(persona, 1))
         network = BusyNetwork(persona.handle)
         runtime = AgentRuntime(network, persona, brain, seed=1)
@@ -181,7 +180,7 @@ async def _prompt_run(heartbeats: int, persona: Persona) -> tuple[MeteredBrain, 
             await runtime.heartbeat(now)
             now += HEARTBEAT_S
     finally:
-        await client.close()
+        await endpoints.aclose()
     return brain, llm
 
 

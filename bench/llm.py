@@ -67,8 +67,9 @@ def observations(count: int, seed: int) -> list[Observation]:
         ]  # fmt: skip
         notes = []
         if rng.random() < 0.5:
-            notes.append(NoteItem(i + 1, "reply", "apogee_ada", feed[0].post_id,
-                                  5000 + 10 * seed + i, "Fair point, but what about cost?"))  # fmt: skip
+            comment = 5000 + 10 * seed + i
+            excerpt = "Fair point, but what about cost?"
+            notes.append(NoteItem(i + 1, "reply", "apogee_ada", feed[0].post_id, comment, excerpt))
         made.append(
             Observation(me="", now=1_769_587_200.0 + 3600 * i, feed=feed, notifications=notes,
                         submolts=["ai-agents", "general"], memory=f"Heartbeats: {i + 1}")
@@ -146,7 +147,7 @@ async def _raw_side(
             await client.chat.completions.create(
                 model=config.model, messages=messages, max_tokens=config.max_tokens,
                 temperature=config.temperature,
-                response_format={"type": "json_schema",  # type: ignore[typeddict-item]
+                response_format={"type": "json_schema",
                                  "json_schema": {"name": "answer", "schema": schema,
                                                  "strict": True}},
             )  # fmt: skip

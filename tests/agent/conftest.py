@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -242,6 +243,13 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     key = "sk-test-" + secrets.token_hex(20)
     monkeypatch.setenv(KEY_ENV, key)
     return key
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 BrainMaker = Callable[..., LlmBrain]

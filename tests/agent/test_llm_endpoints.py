@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from tests.agent.conftest import (
     FakeLlmServer,
     Reply,
     answer,
+    closed_port,
     note_view,
     observation,
     persona,
@@ -162,12 +162,6 @@ def test_the_skill_teaches_both_comment_targets(skill: Skill) -> None:
 
 
 # --- failures by kind, and backing off --------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_failures_are_recorded_by_kind(

@@ -33,6 +33,10 @@ def test_report_of_the_forum_is_self_contained(forum: Forum, tmp_path: Path) -> 
     assert re.search(r"Karma Gini <b>0\.\d{3}</b>", html)
     assert html.count("<svg") >= 7, "the LLM tokens plot too"
     assert "The scenario names no token prices" in html
+    model = re.search(r"<h2>How the model did</h2>.*?</p>", html, re.DOTALL)
+    assert model is not None, "the model's calls get their own section"
+    assert '<td class="n">2</td>' in model.group(0), "two decisions"
+    assert "Failures by kind: none" in model.group(0)
 
 
 @pytest.mark.slow

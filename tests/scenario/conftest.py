@@ -354,3 +354,26 @@ def canonical_dump(run: Path) -> dict[str, list[tuple[Any, ...]]]:
 def squash(text: str) -> str:
     """Text without any whitespace: the console wraps long lines where it likes."""
     return "".join(text.split())
+
+
+def assert_same_exports(first: Path, again: Path, out: Path) -> dict[str, bytes]:
+    """Two runs export identically but for their signature material (fresh keys each run):
+    every file byte for byte, ``agents.public_key`` and ``actions.sig`` aside. Returns the
+    first run's export."""
+    from moltsim.export import ExportOptions, export_run
+
+    def exported(run: Path, folder: Path) -> dict[str, bytes]:
+        export_run(run, folder, ExportOptions())
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    def blanked(data: bytes, field: str) -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in data.decode().splitlines()]
+        return [r | {field: None} for r in records]
+
+    one, two = exported(first, out / "first"), exported(again, out / "again")
+    keyed = {"agents.jsonl": "public_key", "actions.jsonl": "sig"}
+    for name in sorted(set(one) - set(keyed) - {"manifest.json"}):
+        assert one[name] == two[name], f"{name} differs"
+    for name, field in keyed.items():
+        assert blanked(one[name], field) == blanked(two[name], field), f"{name} differs"
+    return one

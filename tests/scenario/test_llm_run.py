@@ -7,19 +7,16 @@ loopback, here to inject faults; tests/llm runs the same paths through a real mo
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from moltsim.export import ExportOptions, export_run
-from moltsim.scenario.runner import STEP_TIMEOUT_S, PoolPlan, Runner
 from moltsim.llm.config import LlmConfig
-from tests.agent.conftest import FakeLlmServer, Reply, answer
-from tests.scenario.conftest import cli, persona_path, scenario_toml
+from moltsim.scenario.runner import STEP_TIMEOUT_S, PoolPlan, Runner
+from tests.agent.conftest import FakeLlmServer, Reply, answer, closed_port
+from tests.scenario.conftest import assert_same_exports, cli, persona_path, scenario_toml
 
 LLM_PERSONAS = ("qualia_quandary", "verse_vessel")
 POST = {"type": "post", "submolt": "general", "title": "Notes from the night shift",
@@ -44,12 +41,6 @@ max_retries = 0
 timeout_s = 5
 {extra}""",
     )  # fmt: skip
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -89,9 +80,7 @@ def test_llm_check_names_a_dead_endpoint(tmp_path: Path) -> None:
     assert done.returncode == 2 and url in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(
-    "url", ["127.0.0.1:8080/v1", "ftp://127.0.0.1/v1", "localhost", "http://"]
-)
+@pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "ftp://127.0.0.1/v1", "localhost", "http://"])
 def test_validate_refuses_a_base_url_that_is_not_http(tmp_path: Path, url: str) -> None:
     done = cli("validate", write(tmp_path, llm_scenario("bad-url", url)))
     assert done.returncode == 1
@@ -150,18 +139,6 @@ def test_a_run_whose_every_call_failed_does_not_pass_for_a_good_one(
 # --- record and replay --------------------------------------------------------------------------
 
 
-def _export(run: Path, out: Path) -> dict[str, bytes]:
-    export_run(run, out, ExportOptions())
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
-def _blank(data: bytes, field: str) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in data.decode().splitlines()]
-    for record in records:
-        record[field] = None
-    return records
-
-
 def test_a_replayed_run_exports_as_the_recorded_one(tmp_path: Path, server: FakeLlmServer) -> None:
     scenario = write(tmp_path, llm_scenario("replayed", server.base_url, duration="4h"))
     done = cli("run", scenario, "--run-dir", tmp_path / "first", timeout=180)
@@ -175,12 +152,7 @@ def test_a_replayed_run_exports_as_the_recorded_one(tmp_path: Path, server: Fake
                 tmp_path / "first", timeout=180)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(server.requests) == calls
-    first = _export(tmp_path / "first", tmp_path / "x1")
-    second = _export(tmp_path / "again", tmp_path / "x2")
-    for name in sorted(set(first) - {"manifest.json", "agents.jsonl", "actions.jsonl"}):
-        assert first[name] == second[name], f"{name} differs after a replay"
-    assert _blank(first["agents.jsonl"], "public_key") == _blank(second["agents.jsonl"], "public_key")
-    assert _blank(first["actions.jsonl"], "sig") == _blank(second["actions.jsonl"], "sig")
+    first = assert_same_exports(tmp_path / "first", tmp_path / "again", tmp_path / "exports")
     assert b'"llm_call"' in first["actions.jsonl"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from textual.widgets import DataTable, RichLog, Static, Tree
 
 from moltsim.tui.app import WatchApp
+from moltsim.tui.pulse import Pulse
 from moltsim.tui.screens.events import EventsScreen
 from moltsim.tui.screens.feed import FeedScreen
 from moltsim.tui.screens.help import HelpScreen
@@ -17,6 +19,7 @@ from moltsim.tui.screens.profile import ProfileScreen
 from moltsim.tui.screens.search import SearchScreen
 from moltsim.tui.screens.submolts import SubmoltsScreen
 from moltsim.tui.screens.thread import ThreadScreen
+from moltsim.tui.widgets.run_header import render_pulse
 from tests.tui.conftest import SIZE, settle
 from tests.tui.snap import screen_text
 
@@ -219,3 +222,16 @@ async def test_the_feed_reads_its_next_page_near_the_end(tmp_path: Path) -> None
             assert feed.table.row_count == len(feed.posts)  # no post twice
     finally:
         app.close()
+
+
+def test_the_header_tells_how_the_model_is_doing() -> None:
+    pulse = Pulse(
+        run_name="llm", sim_time=1_769_587_200.0, state="running", agents=6, agents_online=6,
+        online_measured=True, actions_per_sim_hour=10, actions=100, refusals=2,
+        prompt_tokens=9_000, completion_tokens=300, cost_usd=None, llm_calls=12, llm_failed=3,
+        llm_server_p50_ms=2_150.0, max_post_id=1, max_comment_id=1, max_action_id=100,
+    )  # fmt: skip
+    first = render_pulse(pulse).plain.splitlines()[0]
+    assert first.endswith("running · LLM 12 calls, 3 failed, p50 2.1 s")
+    offline = render_pulse(replace(pulse, llm_calls=0, llm_failed=0)).plain
+    assert "LLM" not in offline, "a run without model calls says nothing of them"

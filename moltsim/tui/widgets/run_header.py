@@ -40,6 +40,11 @@ def render_pulse(pulse: Pulse | None) -> Text:
     text.append(sim_clock(pulse.sim_time), style="bold")
     text.append(" · ")
     text.append(pulse.state, style=STATE_STYLES.get(pulse.state, ""))
+    if pulse.llm_calls:
+        text.append(f" · LLM {count(pulse.llm_calls)} calls")
+        if pulse.llm_failed:
+            text.append(f", {count(pulse.llm_failed)} failed", style="bold red")
+        text.append(f", p50 {pulse.llm_server_p50_ms / 1000:.1f} s")
     text.append("\n")
     online = "online" if pulse.online_measured else "active in the last sim-hour"
     text.append(f"{count(pulse.agents)} agents, {count(pulse.agents_online)} {online}")
@@ -51,9 +56,4 @@ def render_pulse(pulse: Pulse | None) -> Text:
     if pulse.cost_usd is not None:
         cost = pulse.cost_usd
         text.append(f" · ${cost:,.2f}" if cost >= 1 else f" · ${cost:.4f}")
-    if pulse.llm_calls:
-        text.append(f" · LLM {count(pulse.llm_calls)} calls")
-        if pulse.llm_failed:
-            text.append(f", {count(pulse.llm_failed)} failed", style="bold red")
-        text.append(f", p50 {pulse.llm_server_p50_ms / 1000:.1f} s")
     return text
