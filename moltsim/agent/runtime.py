@@ -108,7 +108,7 @@ class AgentRuntime:
             notifications=notifications,
             submolts=self.submolts,
             memory=memory.summary(),
-            extra={"following": sorted(memory.following)},
+            extra={"following": sorted(memory.following), "subscribed": sorted(memory.subscribed)},
         )
         if isinstance(self.brain, OfflineBrain):
             decision = self.brain.decide_now(observation, dict(memory.agreement))

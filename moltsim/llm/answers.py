@@ -43,10 +43,16 @@ def answer_schema(
     comments: Sequence[int],
     submolts: Sequence[str],
     agents: Sequence[str],
+    *,
+    joinable: Sequence[str] | None = None,
+    followable: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The answer ``{"thoughts", "actions"}`` with every id drawn from what the agent was
     shown: ``posts`` in its feed, ``comments`` in its notifications, ``submolts`` it knows,
-    ``agents`` whose text it read."""
+    ``agents`` whose text it read; it subscribes only to ``joinable`` submolts and follows
+    only ``followable`` agents (those it has not joined or followed yet; default: all)."""
+    joinable = submolts if joinable is None else joinable
+    followable = agents if followable is None else followable
     shapes: list[dict[str, Any]] = []
     if submolts:
         shapes.append(
@@ -64,10 +70,11 @@ def answer_schema(
         shapes.append(
             _action("vote", target={"const": "comment"}, id=_one_of(comments), value=vote)
         )
-    if submolts:
-        shapes.append(_action("subscribe", submolt=_one_of(submolts)))
+    if joinable:
+        shapes.append(_action("subscribe", submolt=_one_of(joinable)))
+    if followable:
+        shapes.append(_action("follow", agent=_one_of(followable)))
     if agents:
-        shapes.append(_action("follow", agent=_one_of(agents)))
         shapes.append(_action("dm", to=_one_of(agents), body=_text(BODY_CHARS)))
     shapes.append(
         _action(

@@ -75,12 +75,12 @@ class CheckReport:
     def lines(self) -> list[str]:
         out: list[str] = []
         for e in self.endpoints:
-            slots = f"{e.slots} slots" if e.slots else "slots not reported"
+            slots = _plural(e.slots, "slot") if e.slots else "slots not reported"
             out.append(f"{e.url}: answers; {e.mode} answers; {slots}")
             out.append(
-                f"  one decision: {e.cold_s:.1f} s cold, {e.warm_s:.1f} s warm;"
-                f" {e.prompt_tokens:,} prompt tokens ({e.cached_tokens:,} from the cache when"
-                f" warm), {e.completion_tokens:,} completion tokens"
+                f"  a decision: {e.cold_s:.1f} s cold, {e.warm_s:.1f} s with the prompt's prefix"
+                f" cached ({e.cached_tokens:,} of its tokens); {e.prompt_tokens:,} prompt and"
+                f" {e.completion_tokens:,} completion tokens"
             )
             out += [f"  warning: {w}" for w in e.warnings]
         if self.estimate is not None:
@@ -89,9 +89,13 @@ class CheckReport:
             out.append(
                 f"estimate for the whole run: about {est.decisions:,} decisions,"
                 f" {est.tokens:,} tokens{cost}, at least {_duration(est.wall_s)} of wall time"
-                f" with {est.slots} requests at once"
+                f" with {_plural(est.slots, 'request')} at once"
             )
         return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _duration(seconds: float) -> str:
@@ -149,20 +153,29 @@ def probe(url: str, key: str) -> tuple[list[str], int | None]:
     return models, slots
 
 
-def sample_observation(me: str, scenario: Scenario) -> Observation:
-    """A plausible first heartbeat: the scenario's submolts and a few posts."""
+SAMPLE_POSTS = [
+    ("welcome_bot", "Welcome, new agents", "Introduce yourself and say what you work on."),
+    ("quiet_quill", "What makes a thread worth reading?", "Short answers, real examples."),
+    ("dry_run_dana", "Rate limits are a feature", "Slow forums think better. Change my mind."),
+    ("orbit_olga", "Launch windows, explained", "Orbits are about timing; timing is patience."),
+    ("tern_tally", "Counting birds at dawn", "Forty-one terns before the fog came in."),
+    ("kiln_kit", "First glaze firing", "Cone 6, and only one pot cracked. Progress."),
+]
+
+
+def sample_observation(me: str, scenario: Scenario, heartbeat: int = 1) -> Observation:
+    """A plausible heartbeat: the scenario's submolts and three posts. Each ``heartbeat``
+    shows other posts, so a second decision reuses the prompt's stable prefix (skill,
+    persona) but not its observation, as on a real run."""
     submolts = [s.name for s in scenario.submolts] or ["general"]
-    posts = [
-        ("welcome_bot", "Welcome, new agents", "Introduce yourself and say what you work on."),
-        ("quiet_quill", "What makes a thread worth reading?", "Short answers, real examples."),
-        ("dry_run_dana", "Rate limits are a feature", "Slow forums think better. Change my mind."),
-    ]
+    start = 3 * (heartbeat - 1) % len(SAMPLE_POSTS)
+    posts = (SAMPLE_POSTS * 2)[start : start + 3]
     feed = [
-        FeedItem(i + 1, submolts[i % len(submolts)], author, title, body, 2 - i, i)
+        FeedItem(start + i + 1, submolts[i % len(submolts)], author, title, body, 2 - i, i)
         for i, (author, title, body) in enumerate(posts)
     ]
     return Observation(me=me, now=scenario.clock.start, feed=feed, notifications=[],
-                       submolts=submolts, memory="Heartbeats: 1")  # fmt: skip
+                       submolts=submolts, memory=f"Heartbeats: {heartbeat}")  # fmt: skip
 
 
 async def _decide_twice(
@@ -171,10 +184,9 @@ async def _decide_twice(
     report = EndpointReport(endpoint.url)
     endpoints = Endpoints(config, [endpoint])
     brain = LlmBrain(persona, load_skill(None), config, endpoints, handle, seed=scenario.seed)
-    observation = sample_observation(handle, scenario)
-    for attempt in ("cold", "warm"):
+    for heartbeat, attempt in enumerate(("cold", "warm"), start=1):
         started = time.perf_counter()
-        decision = await brain.decide(observation)
+        decision = await brain.decide(sample_observation(handle, scenario, heartbeat))
         seconds = time.perf_counter() - started
         usage = decision.usage
         if usage.get("outcome") == "error":

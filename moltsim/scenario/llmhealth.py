@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 
 from moltsim.store.llmstats import calls_since, percentile
 
-RECENT = 5
-"""Calls in a row that must all have failed before the progress line says the model is down."""
+SUMMARY_EVERY_S = 60.0
+"""How often the runner prints the model's summary while it is used."""
+RECENT = 3
+"""Calls in a row that must all have failed before the progress line says the model is down
+(as many as make an endpoint rest)."""
 
 
 @dataclass
@@ -46,7 +49,7 @@ class LlmHealth:
     @property
     def failing(self) -> str:
         """The kind of failure when the latest calls all failed, else ``''``."""
-        if len(self.recent) < min(RECENT, 3) or not all(self.recent):
+        if len(self.recent) < RECENT or not all(self.recent):
             return ""
         return Counter(self.recent).most_common(1)[0][0]
 
@@ -58,13 +61,22 @@ class LlmHealth:
         return ", ".join(f"{n:,} {kind}" for kind, n in self.failures.most_common())
 
     def status(self) -> str:
+        """For the progress line: short, it shares the line with the run's figures."""
         if not self.calls:
             return ""
         failed = sum(self.failures.values())
-        text = f"LLM {self.calls:,} calls"
-        if failed:
-            text += f", {failed:,} failed ({self.failure_text()})"
-        text += f", p50 {percentile(self.server_ms, 0.5) / 1000:.1f} s"
+        text = f"LLM {self.ok:,} ok" + (f", {failed:,} failed" if failed else "")
         if self.failing:
-            text += f" [bold red]model failing: {self.failing}, backing off[/bold red]"
+            text += f" [bold red]({self.failing}: backing off)[/bold red]"
         return text
+
+    def summary(self) -> str:
+        """A line for the console and the log, once a minute while the model is used."""
+        failed = sum(self.failures.values())
+        return (
+            f"model: {self.calls:,} decisions, {failed:,} failed"
+            + (f" ({self.failure_text()})" if failed else "")
+            + f"; server p50 {percentile(self.server_ms, 0.5) / 1000:.1f} s,"
+            f" p95 {percentile(self.server_ms, 0.95) / 1000:.1f} s;"
+            f" waiting for a slot p50 {percentile(self.queue_ms, 0.5) / 1000:.1f} s"
+        )

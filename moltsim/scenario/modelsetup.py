@@ -73,13 +73,16 @@ class ModelSetup:
         handle, name = tempfile.mkstemp(prefix="moltsim-llm-server-", suffix=".log")
         os.close(handle)
         self._log_path = Path(name)
+        slots = f"{plan.slots} slot" + ("s" if plan.slots != 1 else "")
+        threads = f"{plan.threads} thread" + ("s" if plan.threads != 1 else "")
         self.say(
-            f"starting the local model {model.name} ({plan.slots} slots, {plan.threads}"
-            f" threads, {plan.ctx_per_slot:,} tokens of context each)..."
+            f"starting the local model {model.name} ({slots}, {threads},"
+            f" {plan.ctx_per_slot:,} tokens of context each)..."
         )
         self.server = LocalServer(plan, self._log_path)
         self.server.start()
-        return llm.served_at(self.server.base_url, plan.slots)
+        served = llm.served_at(self.server.base_url, plan.slots)
+        return served.model_copy(update={"model": plan.alias})
 
     def stop(self) -> None:
         if self.server is not None:

@@ -33,7 +33,7 @@ from moltsim.llm.replay import REPLAY_FILE, ReplayError, read_recordings, write_
 from moltsim.logs import JsonFormatter
 from moltsim.runfolder import RunFolder
 from moltsim.scenario.children import Child
-from moltsim.scenario.llmhealth import LlmHealth
+from moltsim.scenario.llmhealth import SUMMARY_EVERY_S, LlmHealth
 from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
 from moltsim.scenario.metrics import Sampler, Watched, this_process
 from moltsim.scenario.modelsetup import ModelSetup
@@ -324,6 +324,7 @@ class Runner:
         next_sample = 0.0
         broker_restarts = 0
         was_failing = ""
+        summarised, next_summary = 0, time.monotonic() + SUMMARY_EVERY_S
 
         def watched() -> list[Watched]:
             procs = [this_process()]
@@ -376,6 +377,11 @@ class Runner:
                         for note in notes:
                             log.warning(note)
                             progress.console.print(f"[yellow]{note}[/yellow]")
+                        if self._llm.calls > summarised and time.monotonic() >= next_summary:
+                            summarised = self._llm.calls
+                            next_summary = time.monotonic() + SUMMARY_EVERY_S
+                            log.info(self._llm.summary())
+                            progress.console.print(self._llm.summary())
                         for plan in [p for p in pending if clock.start + p.join_at <= now]:
                             pending.remove(plan)
                             await self._join(mqtt, folder, plan)
@@ -670,6 +676,8 @@ class Runner:
             f" ({stats.refused:,} refused), {stats.tokens:,} LLM tokens, ${stats.cost_usd:.2f},"
             f" {time.monotonic() - started:.0f} s of wall time"
         )
+        if self._llm.calls:
+            c.print(f"  {self._llm.summary()}")
         c.print(f"  run folder: {folder.path}")
         c.print("  next:")
         c.print(f"    moltsim watch {folder.path}")

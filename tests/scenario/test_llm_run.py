@@ -124,6 +124,7 @@ def test_a_run_whose_every_call_failed_does_not_pass_for_a_good_one(
                "--run-dir", run_dir, timeout=180)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
     assert "model calls failed" in done.stderr and "http_5xx" in done.stderr
+    assert "failed (" in done.stderr and "http_5xx)" in done.stderr, "the summary says how"
     stats = cli("stats", run_dir, "--json")
     figures = json.loads(stats.stdout)
     llm = figures["llm"]
@@ -186,3 +187,32 @@ def test_a_stepped_tick_waits_as_long_as_the_model_may_take() -> None:
     assert Runner._step_timeout(pools, None) == STEP_TIMEOUT_S
     fixed = llm.model_copy(update={"step_timeout_s": 42.0})
     assert Runner._step_timeout(pools, fixed) == 42.0
+
+
+def test_the_progress_line_says_when_the_model_keeps_failing() -> None:
+    """Three failures in a row are enough to say so; one good answer clears it."""
+    import sqlite3
+
+    from moltsim.scenario.llmhealth import LlmHealth
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute(
+        "CREATE TABLE llm_calls (id INTEGER PRIMARY KEY, outcome TEXT, error TEXT,"
+        " server_ms REAL, queue_ms REAL)"
+    )
+    health = LlmHealth()
+
+    def calls(*outcomes: tuple[str, str]) -> None:
+        conn.executemany(
+            "INSERT INTO llm_calls (outcome, error, server_ms, queue_ms) VALUES (?, ?, 5, 1)",
+            outcomes,
+        )
+        health.read(conn)
+
+    calls(("ok", ""), ("error", "connection"), ("error", "connection"))
+    assert health.failing == "" and "LLM 1 ok, 2 failed" in health.status()
+    calls(("error", "connection"))
+    assert health.failing == "connection" and "backing off" in health.status()
+    assert "3 connection" in health.summary()
+    calls(("repaired", ""))
+    assert health.failing == "" and not health.all_failed

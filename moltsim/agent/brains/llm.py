@@ -30,6 +30,8 @@ from moltsim.domain.actions import (
     MAX_LLM_REQUEST,
     QUERY_TYPES,
     CreateComment,
+    Follow,
+    Subscribe,
     Vote,
 )
 from moltsim.llm.answers import answer_schema
@@ -87,9 +89,15 @@ class Shown:
         self.submolts = list(obs.submolts[:12])
         actors = [item.author for item in obs.feed] + [n.actor for n in obs.notifications]
         self.agents = sorted({a for a in actors if a != obs.me and not a.startswith("[")})
+        self.subscribed = set(obs.extra.get("subscribed", ()))
+        self.following = set(obs.extra.get("following", ()))
 
     def schema(self) -> dict[str, Any]:
-        return answer_schema(self.posts, self.comments, self.submolts, self.agents)
+        return answer_schema(
+            self.posts, self.comments, self.submolts, self.agents,
+            joinable=[s for s in self.submolts if s not in self.subscribed],
+            followable=[a for a in self.agents if a not in self.following],
+        )  # fmt: skip
 
     def problem(self, action: Any) -> str | None:
         """Why an action names something the agent was not shown, or ``None``."""
@@ -103,6 +111,10 @@ class Shown:
             if action.parent_id is None and action.post_id not in self.posts:
                 listed = ", ".join(map(str, self.posts)) or "none"
                 return f"post_id {action.post_id} is not a post in your feed (posts: {listed})"
+        if isinstance(action, Subscribe) and action.submolt in self.subscribed:
+            return f"you are already subscribed to m/{action.submolt}"
+        if isinstance(action, Follow) and action.agent in self.following:
+            return f"you already follow @{action.agent}"
         if isinstance(action, Vote):
             ids = self.posts if action.target == "post" else self.comments
             if action.id not in ids:
