@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if "llm" in names:
         from bench import llm  # fetches the local model on first use
 
-        record(llm.run(per_set=2 if args.quick else 6, scenario=not args.quick))
+        record(llm.run(per_set=2 if args.quick else 6, duration=None if args.quick else "24h"))
     if "resume" in names:
         record(resume.run(agents=100, rounds=1) if args.quick else resume.run())
     print(f"done in {time.perf_counter() - started:.0f} s; figures in {RESULTS}")

@@ -40,6 +40,8 @@ FEED = [
 ]
 NOTES = [note_view(5, "reply", "apogee_ada", post_id=12, comment_id=31, excerpt="Try it.")]
 COMMENT = {"type": "comment", "post_id": 12, "body": "Timing is everything."}
+POST_ACTION = {"type": "post", "submolt": "general", "title": "Hi", "body": "Hello."}
+VOTE = {"type": "vote", "target": "post", "id": 13, "value": 1}
 
 
 def record(decision: Any) -> ReportLlmCall:
@@ -147,6 +149,22 @@ async def test_ids_never_shown_are_refused_before_the_engine_sees_them(
     assert decision.actions == []
     assert (record(decision).outcome, record(decision).error) == ("invalid", "unparsable")
     assert len(record(decision).answers) == 2, "both raw answers are kept, to tell why"
+
+
+@pytest.mark.parametrize(
+    ("many", "why"),
+    [([POST_ACTION, POST_ACTION], "one post per answer"),
+     ([COMMENT, {**COMMENT, "body": "And again."}], "one comment per answer"),
+     ([VOTE, {**VOTE, "value": -1}], "vote once")],
+    ids=["posts", "comments", "votes"],
+)  # fmt: skip
+async def test_what_the_rate_limits_would_refuse_is_sent_back_for_repair(
+    make_llm_brain: BrainMaker, llm_server: FakeLlmServer, many: list[dict[str, Any]], why: str
+) -> None:
+    llm_server.queue(Reply(answer(many)), Reply(answer(many[:1])))
+    decision = await make_llm_brain().decide(observation(FEED, NOTES))
+    assert decision.actions == many[:1]
+    assert why in llm_server.requests[1].messages[-1]["content"]
 
 
 async def test_the_observation_says_which_id_is_which(make_llm_brain: BrainMaker) -> None:

@@ -278,6 +278,9 @@ class LlmBrain:
         except (ValueError, ValidationError) as exc:
             return f"not the JSON object asked for ({str(exc)[:200]})", [], ""
         actions: list[dict[str, Any]] = []
+        answer_problem = _too_much_at_once(answer.actions)
+        if answer_problem:
+            return answer_problem, [], answer.thoughts
         for index, raw in enumerate(answer.actions):
             try:
                 action = ACTION_ADAPTER.validate_python(raw)
@@ -293,6 +296,20 @@ class LlmBrain:
                 action.model_dump(mode="json", exclude_defaults=True) | {"type": action.type}
             )
         return None, actions, answer.thoughts
+
+
+def _too_much_at_once(actions: list[dict[str, Any]]) -> str | None:
+    """What the rate limits would refuse within one answer, whose actions all land at once:
+    a second post (1 per 30 min), a second comment (1 per 20 s), a second vote on one target."""
+    kinds = [a.get("type") for a in actions]
+    if kinds.count("post") > 1:
+        return "one post per answer (posts are limited to 1 per 30 min)"
+    if kinds.count("comment") > 1:
+        return "one comment per answer (comments are limited to 1 per 20 s)"
+    votes = [(a.get("target"), a.get("id")) for a in actions if a.get("type") == "vote"]
+    if len(set(votes)) < len(votes):
+        return "vote once per post or comment"
+    return None
 
 
 _FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
