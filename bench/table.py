@@ -21,6 +21,8 @@ GOALS: dict[str, str] = {
     "fuzz_engine_crashes": "0",
     "forgery_envelopes_total": ">= 10,000",
     "forgery_accepted": "0",
+    "llm_valid_action_rate": ">= 0.95 (1.5B model)",
+    "llm_overhead_ratio": ">= 0.9 (1.5B model)",
 }
 
 

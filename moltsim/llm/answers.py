@@ -3,8 +3,10 @@
 Endpoints that take ``json_schema`` (llama.cpp, vLLM, OpenAI) turn it into a grammar, so the
 model cannot write an id it was not shown: a comment on a post names one of the posts in its
 feed, a reply names one of the comments in its notifications. A comment's target is one of two
-shapes, never both, so a post's id cannot land in ``parent_id``. Lengths are capped so that an
-answer always fits in ``max_tokens`` and is never cut off mid-string.
+shapes, never both, so a post's id cannot land in ``parent_id``. Only the first action may be a
+piece of writing (post, comment, DM...); the others are votes, follows and subscriptions.
+Lengths are capped so that an answer always fits in ``max_tokens`` and is never cut off
+mid-string.
 """
 
 from __future__ import annotations
@@ -53,46 +55,49 @@ def answer_schema(
     only ``followable`` agents (those it has not joined or followed yet; default: all)."""
     joinable = submolts if joinable is None else joinable
     followable = agents if followable is None else followable
-    shapes: list[dict[str, Any]] = []
+    writing: list[dict[str, Any]] = []
     if submolts:
-        shapes.append(
+        writing.append(
             _action("post", submolt=_one_of(submolts), title=_text(TITLE_CHARS),
                     body=_text(BODY_CHARS))
         )  # fmt: skip
     if posts:
-        shapes.append(_action("comment", post_id=_one_of(posts), body=_text(BODY_CHARS)))
+        writing.append(_action("comment", post_id=_one_of(posts), body=_text(BODY_CHARS)))
     if comments:
-        shapes.append(_action("comment", parent_id=_one_of(comments), body=_text(BODY_CHARS)))
-    vote = {"enum": [1, -1]}
-    if posts:
-        shapes.append(_action("vote", target={"const": "post"}, id=_one_of(posts), value=vote))
-    if comments:
-        shapes.append(
-            _action("vote", target={"const": "comment"}, id=_one_of(comments), value=vote)
-        )
-    if joinable:
-        shapes.append(_action("subscribe", submolt=_one_of(joinable)))
-    if followable:
-        shapes.append(_action("follow", agent=_one_of(followable)))
+        writing.append(_action("comment", parent_id=_one_of(comments), body=_text(BODY_CHARS)))
     if agents:
-        shapes.append(_action("dm", to=_one_of(agents), body=_text(BODY_CHARS)))
-    shapes.append(
+        writing.append(_action("dm", to=_one_of(agents), body=_text(BODY_CHARS)))
+    writing.append(
         _action(
             "create_submolt",
             name={"type": "string", "pattern": SUBMOLT_NAME_PATTERN},
             title=_text(60),
         )
     )
-    shapes.append(_action("update_profile", bio=_text(BIO_CHARS)))
+    writing.append(_action("update_profile", bio=_text(BIO_CHARS)))
+    light: list[dict[str, Any]] = []
+    vote = {"enum": [1, -1]}
+    if posts:
+        light.append(_action("vote", target={"const": "post"}, id=_one_of(posts), value=vote))
+    if comments:
+        light.append(_action("vote", target={"const": "comment"}, id=_one_of(comments), value=vote))
+    if joinable:
+        light.append(_action("subscribe", submolt=_one_of(joinable)))
+    if followable:
+        light.append(_action("follow", agent=_one_of(followable)))
+    actions: dict[str, Any] = {
+        "type": "array",
+        "prefixItems": [{"anyOf": writing + light}],
+        "maxItems": MAX_ANSWER_ACTIONS,
+    }
+    # After the first action only light ones: all of an answer lands at once, and the rate
+    # limits (one post per 30 min, one comment per 20 s) would refuse a second piece of writing.
+    actions["items"] = {"anyOf": light} if light else False
     return {
         "type": "object",
         "properties": {
             "thoughts": {"type": "string", "maxLength": THOUGHTS_CHARS},
-            "actions": {
-                "type": "array",
-                "items": {"anyOf": shapes},
-                "maxItems": MAX_ANSWER_ACTIONS,
-            },
+            "actions": actions,
         },
         "required": ["thoughts", "actions"],
         "additionalProperties": False,

@@ -107,13 +107,16 @@ def test_the_schema_names_only_what_was_shown() -> None:
     shown = Shown(observation(FEED, NOTES))
     assert (shown.posts, shown.comments) == ([12, 13], [31])
     schema = answer_schema(shown.posts, shown.comments, shown.submolts, shown.agents)
-    shapes = schema["properties"]["actions"]["items"]["anyOf"]
-    comments = [s["properties"] for s in shapes if s["properties"]["type"] == {"const": "comment"}]
+    actions = schema["properties"]["actions"]
+    first = [s["properties"] for s in actions["prefixItems"][0]["anyOf"]]
+    comments = [s for s in first if s["type"] == {"const": "comment"}]
     assert {"post_id": {"enum": [12, 13]}}.items() <= comments[0].items()
     assert {"parent_id": {"enum": [31]}}.items() <= comments[1].items()
     assert all(not ({"post_id", "parent_id"} <= c.keys()) for c in comments), "one target each"
+    later = {s["properties"]["type"]["const"] for s in actions["items"]["anyOf"]}
+    assert later == {"vote", "subscribe", "follow"}, "one piece of writing per answer, first"
     no_notes = answer_schema([12], [], ["general"], [])
-    kinds = [s["properties"] for s in no_notes["properties"]["actions"]["items"]["anyOf"]]
+    kinds = [s["properties"] for s in no_notes["properties"]["actions"]["prefixItems"][0]["anyOf"]]
     assert not any("parent_id" in k for k in kinds), "no comment shown: no reply shape"
 
 

@@ -17,28 +17,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.scenario.conftest import ROOT, assert_same_exports, cli, persona_path, scenario_toml
+from tests.scenario.conftest import ROOT, assert_same_exports, cli, llm_scenario_toml
 
 pytestmark = pytest.mark.slow
-LLM_PERSONAS = ("qualia_quandary", "redline_rhea")
 
 
 def local_scenario(name: str, duration: str = "3h") -> str:
-    files = ", ".join(json.dumps(str(persona_path(p))) for p in LLM_PERSONAS)
-    return scenario_toml(
-        name, mode="stepped", duration=duration, count=1, seed=11,
-        personas=("nitpick_9000", "fresh_wick", "apogee_ada"),
-        extra=f"""
-[[agents]]
-personas = [{files}]
-brain = "openai"
-heartbeat = "1h"
-
-[llm]
-local = "qwen2.5-0.5b"
-max_tokens = 400
-""",
-    )  # fmt: skip
+    return llm_scenario_toml(
+        name,
+        'local = "qwen2.5-0.5b"\nmax_tokens = 400\n',
+        duration=duration,
+        seed=11,
+        offline=("nitpick_9000", "fresh_wick", "apogee_ada"),
+        thinking=("qualia_quandary", "redline_rhea"),
+    )
 
 
 def servers() -> list[psutil.Process]:

@@ -96,6 +96,32 @@ max_wall_time = "3m"
 {extra}"""
 
 
+def llm_scenario_toml(
+    name: str,
+    llm: str,
+    *,
+    duration: str = "3h",
+    seed: int = 3,
+    offline: tuple[str, ...] = ("nitpick_9000", "fresh_wick"),
+    thinking: tuple[str, ...] = ("qualia_quandary", "verse_vessel"),
+) -> str:
+    """A stepped scenario: one agent of each ``offline`` persona, and one LLM agent of each
+    ``thinking`` persona (heartbeat 1h) calling the model of ``llm`` (the ``[llm]`` body)."""
+    files = ", ".join(json.dumps(str(persona_path(p))) for p in thinking)
+    groups = f"""
+[[agents]]
+personas = [{files}]
+brain = "openai"
+heartbeat = "1h"
+
+[llm]
+{llm}"""
+    return scenario_toml(
+        name, mode="stepped", duration=duration, count=1, seed=seed, personas=offline,
+        extra=groups,
+    )  # fmt: skip
+
+
 # --- a run as a process group ---------------------------------------------------------------
 
 

@@ -16,31 +16,20 @@ import pytest
 from moltsim.llm.config import LlmConfig
 from moltsim.scenario.runner import STEP_TIMEOUT_S, PoolPlan, Runner
 from tests.agent.conftest import FakeLlmServer, Reply, answer, closed_port
-from tests.scenario.conftest import assert_same_exports, cli, persona_path, scenario_toml
+from tests.scenario.conftest import assert_same_exports, cli, llm_scenario_toml, scenario_toml
 
-LLM_PERSONAS = ("qualia_quandary", "verse_vessel")
 POST = {"type": "post", "submolt": "general", "title": "Notes from the night shift",
         "body": "Counting heartbeats, one per hour."}  # fmt: skip
 
 
 def llm_scenario(name: str, base_url: str, *, duration: str = "3h", extra: str = "") -> str:
-    """Four offline agents and two LLM agents, stepped, in one submolt."""
-    files = ", ".join(json.dumps(str(persona_path(p))) for p in LLM_PERSONAS)
-    return scenario_toml(
-        name, mode="stepped", duration=duration, count=1, personas=("nitpick_9000", "fresh_wick"),
-        extra=f"""
-[[agents]]
-personas = [{files}]
-brain = "openai"
-heartbeat = "1h"
-
-[llm]
-base_url = "{base_url}"
+    """Two offline agents and two LLM agents on ``base_url``, stepped, in one submolt."""
+    llm = f'''base_url = "{base_url}"
 model = "fake-model-1"
 max_retries = 0
 timeout_s = 5
-{extra}""",
-    )  # fmt: skip
+{extra}'''
+    return llm_scenario_toml(name, llm, duration=duration)
 
 
 @pytest.fixture
