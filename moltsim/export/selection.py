@@ -323,7 +323,12 @@ class Selection:
                 "error_code": None if ok else outcome, "message": message, "payload": payload,
                 "sig": sig, "result": result, "redacted": False,
             }  # fmt: skip
-            if consent.active:
+            if consent.active and kind == "llm_call":
+                # A decision's record quotes what the agent was shown, an objecting agent's
+                # posts among them: its prompt and raw answers are withheld.
+                record.update(payload=_without_quotes(payload), sig=None, redacted=True)
+                consent.redacted["actions: LLM prompt and raw answers withheld"] += 1
+            elif consent.active:
                 if agent_id is None and not ok:
                     # An envelope nobody could be told to have sent may be an objecting
                     # agent's: its text is withheld, not merely its handle.
@@ -371,3 +376,15 @@ class Selection:
                     " WHERE p.submolt_id = ?", (self.submolt_id,))
             }  # fmt: skip
         return self._submolt_posts, self._submolt_comments
+
+
+def _without_quotes(payload: str) -> str:
+    """An ``llm_call`` payload without its request and answers (its figures are kept)."""
+    try:
+        call = json.loads(payload)
+    except json.JSONDecodeError:
+        return "null"
+    if not isinstance(call, dict):
+        return "null"
+    call.update(request="", answers=[])
+    return json.dumps(call, ensure_ascii=False, separators=(",", ":"))

@@ -4,6 +4,7 @@ envelopes (one agent's owner objects), and real stepped smoke runs of ``moltsim 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,10 +150,13 @@ async def build_forum(path: Path) -> Forum:
         await w.ok("bob", {"type": "dm", "to": "carol", "body": "Seen what hush_hollow wrote?"})
         await w.ok(OBJECTOR, {"type": "update_profile", "bio": "Still PAPRIKADAWN"})
         await w.ok("carol", {"type": "feed", "sort": "new"})
+        # alice's prompt quoted the objecting agent's post: it was in her feed.
+        shown = json.dumps([{"role": "user", "content": "- post 1 by @hush_hollow: ZEPHYRQUILL"}])
         for prompt, completion in ((1_200, 80), (1_500, 120)):
             await w.ok("alice", {"type": "llm_call", "model": "small", "prompt_tokens": prompt,
                                  "completion_tokens": completion, "latency_ms": 850.5,
-                                 "outcome": "ok"})  # fmt: skip
+                                 "outcome": "ok", "request": shown,
+                                 "answers": ['{"thoughts": "ZEPHYRQUILL, indeed"}']})  # fmt: skip
         refused = await w.send("bob", {"type": "vote", "target": "post", "id": 999, "value": 1})
         assert refused["code"] == "not_found"
         forged = Signer.generate().envelope_bytes("bob", 77, {"type": "post", "submolt": "general",

@@ -43,6 +43,10 @@ def test_training_export_holds_no_text_or_handle_of_an_objecting_agent(
     assert LOOKALIKE in everything, "a handle that merely starts with the objector's survives"
     assert REDACTED in everything
     assert "Nice one, @[redacted]!" in everything and "I agree with [redacted] here." in everything
+    if fmt == "jsonl":
+        calls = [r for r in Export(out).records("actions") if r["type"] == "llm_call"]
+        assert calls and all(r["redacted"] for r in calls), "prompts quote what agents read"
+        assert all('"prompt_tokens"' in r["payload"] for r in calls), "the figures are kept"
 
 
 def test_the_same_files_for_analysis_keep_everything(forum: Forum, tmp_path: Path) -> None:
