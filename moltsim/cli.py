@@ -488,6 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and keep the interpreter's final flush from printing a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt:
+        # Ctrl-C before a run has its own handlers (fetching or checking the model): whatever
+        # was started has been stopped on the way out.
+        with contextlib.suppress(OSError):
+            print("moltsim: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

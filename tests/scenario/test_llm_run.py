@@ -7,6 +7,9 @@ loopback, here to inject faults; tests/llm runs the same paths through a real mo
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from moltsim.llm.config import LlmConfig
 from moltsim.scenario.runner import STEP_TIMEOUT_S, PoolPlan, Runner
 from tests.agent.conftest import FakeLlmServer, Reply, answer, closed_port
-from tests.scenario.conftest import assert_same_exports, cli, llm_scenario_toml, scenario_toml
+from tests.scenario.conftest import ROOT, assert_same_exports, cli, llm_scenario_toml, scenario_toml
 
 POST = {"type": "post", "submolt": "general", "title": "Notes from the night shift",
         "body": "Counting heartbeats, one per hour."}  # fmt: skip
@@ -205,3 +208,23 @@ def test_the_progress_line_says_when_the_model_keeps_failing() -> None:
     assert "3 connection" in health.summary()
     calls(("repaired", ""))
     assert health.failing == "" and not health.all_failed
+
+
+def test_ctrl_c_while_the_model_is_checked_is_one_line(
+    tmp_path: Path, server: FakeLlmServer
+) -> None:
+    server.default = Reply(answer([POST]), delay=30.0)
+    scenario = write(tmp_path, llm_scenario("slow", server.base_url))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moltsim.cli", "run", str(scenario), "--run-dir",
+         str(tmp_path / "run")],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "moltsim: interrupted" and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
