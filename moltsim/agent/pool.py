@@ -59,7 +59,8 @@ class PoolManifest(BaseModel):
     llm: LlmConfig | None = None
     """The endpoint of agents whose brain is ``openai``."""
     llm_replay: str | None = None
-    """Path of recorded decisions to replay instead of calling the model (``--replay-llm``)."""
+    """The file of recorded decisions to replay instead of calling the model
+    (``--replay-llm``), relative to the run folder."""
 
     @staticmethod
     def path(folder: RunFolder, pool: str) -> Path:
@@ -239,7 +240,7 @@ async def run_pool(
         identifier=f"moltsim-{accounts.sim}-{pool}"
         + ("" if only is None else "-" + "-".join(sorted(only))),
     )
-    replay = Recordings.load(Path(manifest.llm_replay)) if manifest.llm_replay else None
+    replay = Recordings.load(folder.path / manifest.llm_replay) if manifest.llm_replay else None
     brains = BrainFactory(skill, manifest.llm, replay)
     runtimes = []
     shared: dict[str, Persona] = {}

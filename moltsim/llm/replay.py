@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,6 @@ REPLAY_FILE = "llm-replay.json"
 
 class ReplayError(Exception):
     """The run to replay has no recordings that could be used: one line for the user."""
-
-
-def read_recordings(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
-    """Each agent's accepted ``llm_call`` actions from a run file's ledger, in seq order."""
-    rows = conn.execute(
-        "SELECT g.handle, a.payload FROM actions a JOIN agents g ON g.id = a.agent_id"
-        " WHERE a.type = 'llm_call' AND a.outcome = 'ok' ORDER BY a.agent_id, a.seq"
-    ).fetchall()
-    found: dict[str, list[dict[str, Any]]] = {}
-    for handle, payload in rows:
-        found.setdefault(handle, []).append(json.loads(payload))
-    return found
 
 
 def write_replay(folder: Path, recordings: dict[str, list[dict[str, Any]]]) -> Path:

@@ -29,7 +29,7 @@ from moltsim.engine.service import Engine
 from moltsim.identity.credentials import write_credentials
 from moltsim.identity.signing import Signer
 from moltsim.llm.config import LlmConfig
-from moltsim.llm.replay import REPLAY_FILE, ReplayError, read_recordings, write_replay
+from moltsim.llm.replay import REPLAY_FILE, ReplayError, write_replay
 from moltsim.logs import JsonFormatter
 from moltsim.runfolder import RunFolder
 from moltsim.scenario.children import Child
@@ -38,6 +38,7 @@ from moltsim.scenario.load import PlannedAgent, load_scenario, plan_agents
 from moltsim.scenario.metrics import Sampler, Watched, this_process
 from moltsim.scenario.modelsetup import ModelSetup
 from moltsim.scenario.schema import Event, Scenario
+from moltsim.store.llmstats import recorded_decisions
 from moltsim.store.reader import open_readonly
 from moltsim.store.runfile import RunFile, RunFileError
 from moltsim.wire.accounts import ENGINE
@@ -135,7 +136,7 @@ class Runner:
         source = RunFolder.locate(self.replay_llm)
         conn = open_readonly(source.db)
         try:
-            recordings = read_recordings(conn)
+            recordings = recorded_decisions(conn)
         except sqlite3.Error as exc:
             raise ReplayError(f"cannot read the recordings of {source.path}: {exc}") from exc
         finally:
@@ -190,7 +191,7 @@ class Runner:
         accounts = folder.accounts()
         replay = None
         if self.replay_llm is not None:
-            replay = str(write_replay(folder.path, self._recordings()))
+            replay = write_replay(folder.path, self._recordings()).name
         for plan in pools:
             specs = [
                 AgentSpec(handle=a.handle, persona=a.persona, brain=a.brain,

@@ -8,6 +8,7 @@ record are the model's (the subscriptions its host makes at its first heartbeat 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -147,3 +148,16 @@ def calls_since(conn: sqlite3.Connection, last_id: int) -> list[CallRow]:
     except sqlite3.Error:
         return []  # a run file from before the recordings
     return [CallRow(*row) for row in rows]
+
+
+def recorded_decisions(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Each agent's accepted ``llm_call`` actions (what ``--replay-llm`` replays), in seq
+    order, by handle."""
+    rows = conn.execute(
+        "SELECT g.handle, a.payload FROM actions a JOIN agents g ON g.id = a.agent_id"
+        " WHERE a.type = 'llm_call' AND a.outcome = 'ok' ORDER BY a.agent_id, a.seq"
+    ).fetchall()
+    found: dict[str, list[dict[str, Any]]] = {}
+    for handle, payload in rows:
+        found.setdefault(handle, []).append(json.loads(payload))
+    return found
