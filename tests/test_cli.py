@@ -61,3 +61,41 @@ def test_stats_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
         err = child.stderr.read().decode()
     assert child.wait(timeout=30) == 141
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["llm"], "LLM_COMMAND"),
+     (["llm", "check"], "scenario"),
+     (["llm", "check", "/nowhere/scenario.toml"], "file not found"),
+     (["llm", "fetch", "gpt-17"], "no local model called 'gpt-17'; known: qwen2.5-0.5b"),
+     (["llm", "bogus"], "invalid choice"),
+     (["stats", "--json"], "run"),
+     (["run", "scenarios/smoke.toml", "--replay-llm"], "expected one argument")],
+    ids=["llm", "check-no-scenario", "check-missing", "fetch-unknown", "llm-bogus",
+         "stats-json-no-run", "replay-no-run"],
+)  # fmt: skip
+def test_the_model_commands_refuse_wrong_arguments_in_one_line(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(args)
+    except SystemExit as exit:  # argparse's own errors
+        code = int(exit.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert says in err, err
+    assert "Traceback" not in err
+
+
+def test_stats_json_of_a_run_without_model_calls(tmp_path: Path) -> None:
+    import json
+
+    assert main(["init", str(tmp_path / "run")]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "moltsim.cli", "stats", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    figures = json.loads(done.stdout)
+    assert figures["llm"]["calls"] == 0 and figures["llm"]["valid_action_rate"] == 0.0
+    assert figures["counts"]["posts"] == 0
