@@ -219,6 +219,9 @@ def test_ctrl_c_while_the_model_is_checked_is_one_line(
         [sys.executable, "-m", "moltsim.cli", "run", str(scenario), "--run-dir",
          str(tmp_path / "run")],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        # A background job of a script starts with SIGINT ignored, and Python then leaves it
+        # so: give the child the terminal's Ctrl-C whatever started this test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not server.requests and time.monotonic() < deadline:
