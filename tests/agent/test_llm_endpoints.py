@@ -106,6 +106,8 @@ async def test_a_bad_key_is_not_taken_for_a_missing_mode(
 def test_the_schema_names_only_what_was_shown() -> None:
     shown = Shown(observation(FEED, NOTES))
     assert (shown.posts, shown.comments) == ([12, 13], [31])
+    mention = note_view(6, "mention", "fresh_wick", post_id=40)
+    assert Shown(observation(FEED, [mention])).posts == [12, 13, 40], "a post one was told of"
     schema = answer_schema(shown.posts, shown.comments, shown.submolts, shown.agents)
     actions = schema["properties"]["actions"]
     first = [s["properties"] for s in actions["prefixItems"][0]["anyOf"]]

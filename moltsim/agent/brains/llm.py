@@ -84,7 +84,8 @@ class Shown:
     """The ids an observation showed: the only ones an answer may name."""
 
     def __init__(self, obs: Observation) -> None:
-        self.posts = [item.post_id for item in obs.feed]
+        noted = [n.post_id for n in obs.notifications if n.post_id]
+        self.posts = list(dict.fromkeys([item.post_id for item in obs.feed] + noted))
         self.comments = [n.comment_id for n in obs.notifications if n.comment_id]
         self.submolts = list(obs.submolts[:12])
         actors = [item.author for item in obs.feed] + [n.actor for n in obs.notifications]
@@ -110,7 +111,10 @@ class Shown:
                 )
             if action.parent_id is None and action.post_id not in self.posts:
                 listed = ", ".join(map(str, self.posts)) or "none"
-                return f"post_id {action.post_id} is not a post in your feed (posts: {listed})"
+                return (
+                    f"post_id {action.post_id} is not a post in your feed or notifications"
+                    f" (posts: {listed})"
+                )
         if isinstance(action, Subscribe) and action.submolt in self.subscribed:
             return f"you are already subscribed to m/{action.submolt}"
         if isinstance(action, Follow) and action.agent in self.following:
