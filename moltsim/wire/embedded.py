@@ -50,6 +50,10 @@ def amqtt_config(
                 "publish_acl": {user: list(r.publish) for user, r in rules.items()},
                 "acl": {user: list(r.subscribe) for user, r in rules.items()},
             },
+            # amqtt delivers wills without the ACL above: a will must pass it at CONNECT.
+            "moltsim.wire.willacl.WillAclPlugin": {
+                "publish_acl": {user: list(r.publish) for user, r in rules.items()},
+            },
         },
     }
 

@@ -314,7 +314,9 @@ class EngineServer:
             clock.advance()
 
     async def _control(self, mqtt: aiomqtt.Client, raw: bytes) -> None:
-        """Carry out a runner command (scheduled events, late joins); publish the result."""
+        """Carry out a runner command (scheduled events, late joins); publish the result.
+        Any payload may arrive here, JSON or not: each is answered, none stops the engine."""
+        command: Any = None
         try:
             command = json.loads(raw)
             result = await run_control(self.gateway, command)

@@ -534,3 +534,20 @@ async def test_a_deeply_nested_batch_item_is_refused_alone(
     assert bodies[0]["ok"] is True, bodies[0]
     assert bodies[1]["ok"] is False, bodies[1]
     assert engine.running, engine.log()
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\xff\xfe not json", b"", b"[1, 2]", b'{"kind": 7}', nested(5_000)],
+    ids=["binary", "empty", "array", "bad-kind", "nested"],
+)  # fmt: skip
+async def test_a_hostile_control_payload_is_answered_and_the_engine_goes_on(
+    lone_engine: tuple[RunFolder, Broker, EngineProcess], payload: bytes
+) -> None:
+    folder, broker, engine = lone_engine
+    t = folder.accounts().topics
+    async with raw_client(folder, broker, "engine", [t.control_result]) as runner:
+        await runner.publish(t.control, payload)
+        answers = await runner.receive(t.control_result, within=5.0)
+    assert answers["ok"] is False and answers["id"] is None, answers
+    assert engine.running, engine.log()
+    assert await hello_works(folder, broker.address, 5.0)
