@@ -47,6 +47,8 @@ from moltsim.wire.mosquitto import write_mosquitto_files
 from moltsim.wire.server import EngineServer
 
 COUNTED_TABLES = ("agents", "submolts", "posts", "comments", "votes", "follows", "dms", "actions")
+RUN_WRITERS = frozenset({"run", "init", "register", "engine", "pool", "agent", "broker"})
+"""Commands that write into a run folder."""
 DEFAULT_START = datetime(2026, 1, 28, tzinfo=UTC).timestamp()
 """Sim time of a new run's first moment unless a scenario says otherwise."""
 
@@ -500,6 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in RUN_WRITERS:
+        # Every file of a run folder (run file, WAL, logs, manifests) is its owner's only;
+        # the processes a run starts inherit this.
+        os.umask(0o077)
     logs.setup(args.verbose, args.log_file, args.command)
     try:
         match args.command:

@@ -67,8 +67,10 @@ class RunFolder:
         folder = cls(Path(path))
         if folder.db.exists():
             raise RunFileError(f"{folder.db} already exists; use --resume to continue that run")
-        for sub in (folder.path, folder.logs):
-            sub.mkdir(parents=True, exist_ok=True)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        # The run file and the logs hold DMs and every prompt: the folder is its owner's only.
+        folder.path.chmod(0o700)
+        folder.logs.mkdir(mode=0o700, exist_ok=True)
         folder.keys.mkdir(mode=0o700, exist_ok=True)
         sim = sim_id or secrets.token_hex(4)
         runfile = await RunFile.open(folder.db)

@@ -79,6 +79,10 @@ def test_smoke_run_folder_holds_what_the_issue_lists(smoke: dict[str, Finished])
     assert (folder / "keys").stat().st_mode & 0o077 == 0
     for key in (folder / "keys").iterdir():
         assert key.stat().st_mode & 0o077 == 0, key
+    # The run file and the logs hold DMs and prompts: nothing in the folder is anyone else's.
+    assert folder.stat().st_mode & 0o077 == 0
+    shared = [p for p in folder.rglob("*") if p.stat().st_mode & 0o077]
+    assert not shared, f"readable by others: {shared}"
 
 
 def test_smoke_run_file_holds_a_small_world(smoke: dict[str, Finished]) -> None:
