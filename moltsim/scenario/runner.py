@@ -105,6 +105,8 @@ class Runner:
     _online: int = 0
     _sends: set[asyncio.Task[None]] = field(default_factory=set)
     _llm: LlmHealth = field(default_factory=LlmHealth)
+    _replay: dict[str, list[dict[str, Any]]] | None = None
+    """The recorded decisions ``--replay-llm`` names, as the preflight read them."""
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -129,11 +131,12 @@ class Runner:
                     '--replay-llm needs a stepped scenario ([clock] mode = "stepped"): only a'
                     " stepped run unfolds the same way twice"
                 )
-            self._recordings()
+            self._replay = self._recordings(self.replay_llm)
 
-    def _recordings(self) -> dict[str, list[dict[str, Any]]]:
-        assert self.replay_llm is not None
-        source = RunFolder.locate(self.replay_llm)
+    @staticmethod
+    def _recordings(replay_llm: Path) -> dict[str, list[dict[str, Any]]]:
+        """The recorded decisions of the run to replay, read once, before anything is made."""
+        source = RunFolder.locate(replay_llm)
         conn = open_readonly(source.db)
         try:
             recordings = recorded_decisions(conn)
@@ -190,8 +193,8 @@ class Runner:
             await engine.close()
         accounts = folder.accounts()
         replay = None
-        if self.replay_llm is not None:
-            replay = write_replay(folder.path, self._recordings()).name
+        if self._replay is not None:
+            replay = write_replay(folder.path, self._replay).name
         for plan in pools:
             specs = [
                 AgentSpec(handle=a.handle, persona=a.persona, brain=a.brain,
