@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,7 @@ async def _moltsim_side(
 
 
 def _as(obs: Observation, brain: LlmBrain) -> Observation:
-    return Observation(brain.handle, obs.now, obs.feed, obs.notifications, obs.submolts,
-                       obs.memory)  # fmt: skip
+    return replace(obs, me=brain.handle)
 
 
 async def _raw_side(

@@ -75,7 +75,7 @@ class CheckReport:
     def lines(self) -> list[str]:
         out: list[str] = []
         for e in self.endpoints:
-            slots = _plural(e.slots, "slot") if e.slots else "slots not reported"
+            slots = plural(e.slots, "slot") if e.slots else "slots not reported"
             out.append(f"{e.url}: answers; {e.mode} answers; {slots}")
             out.append(
                 f"  a decision: {e.cold_s:.1f} s cold, {e.warm_s:.1f} s with the prompt's prefix"
@@ -89,12 +89,13 @@ class CheckReport:
             out.append(
                 f"estimate for the whole run: about {est.decisions:,} decisions,"
                 f" {est.tokens:,} tokens{cost}, at least {_duration(est.wall_s)} of wall time"
-                f" with {_plural(est.slots, 'request')} at once"
+                f" with {plural(est.slots, 'request')} at once"
             )
         return out
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 slot``, ``2 slots``."""
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 

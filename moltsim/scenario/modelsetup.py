@@ -19,7 +19,7 @@ from moltsim.llm.config import LlmConfig
 from moltsim.llm.local.catalog import find_model
 from moltsim.llm.local.fetch import ensure_model
 from moltsim.llm.local.server import LocalServer, plan_server
-from moltsim.scenario.llmcheck import CheckReport, check_llm
+from moltsim.scenario.llmcheck import CheckReport, check_llm, plural
 from moltsim.scenario.load import PlannedAgent
 from moltsim.scenario.schema import Scenario
 
@@ -73,10 +73,9 @@ class ModelSetup:
         handle, name = tempfile.mkstemp(prefix="moltsim-llm-server-", suffix=".log")
         os.close(handle)
         self._log_path = Path(name)
-        slots = f"{plan.slots} slot" + ("s" if plan.slots != 1 else "")
-        threads = f"{plan.threads} thread" + ("s" if plan.threads != 1 else "")
         self.say(
-            f"starting the local model {model.name} ({slots}, {threads},"
+            f"starting the local model {model.name} ({plural(plan.slots, 'slot')},"
+            f" {plural(plan.threads, 'thread')},"
             f" {plan.ctx_per_slot:,} tokens of context each)..."
         )
         self.server = LocalServer(plan, self._log_path)
